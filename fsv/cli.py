@@ -1,0 +1,104 @@
+"""The `fsv` command: run, validate, status, models, analyze."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from fsv.errors import FsvError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FsvError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="fsv")
+def main() -> None:
+    """fsv: measure how in-context learning and fine-tuning relate as models grow."""
+
+
+@main.command()
+@click.argument("study_yaml", type=click.Path(dir_okay=False))
+@click.option("--storage", default="results", show_default=True, help="folder, s3://… or gs://… for records")
+@click.option("--address", default=None, help="an existing Ray cluster (default: RAY_ADDRESS, else a local one)")
+@click.option("--verbose", is_flag=True, help="Ray's own progress tables and logs")
+@click.option("--no-analyze", is_flag=True, help="skip the analysis at the end")
+def run(study_yaml, storage, address, verbose, no_analyze):
+    """Launch a study, or resume it: only cells without an `ok` record run."""
+    from study.driver import run_study
+
+    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None)
+    sys.exit(0 if summary["ok"] == summary["total"] else 1)
+
+
+@main.command()
+@click.argument("study_yaml", type=click.Path(dir_okay=False))
+def validate(study_yaml):
+    """Check a study YAML and print its grid size, launching nothing."""
+    from fsv.config import load_study
+    from fsv.grid import expand
+
+    study = load_study(study_yaml)
+    cells = expand(study)
+    by_regime: dict[str, int] = {}
+    for c in cells:
+        by_regime[c["regime"]] = by_regime.get(c["regime"], 0) + 1
+    click.echo(f"{study.name}: valid, {len(cells)} cells " + json.dumps(by_regime))
+
+
+@main.command()
+@click.argument("study_dir", type=click.Path(file_okay=False))
+def status(study_dir):
+    """Cells ok / failed / missing of a study folder."""
+    from pathlib import Path
+
+    from study.driver import summarize
+
+    cells_file = Path(study_dir) / "cells.json"
+    if not cells_file.is_file():
+        raise FsvError(f"{study_dir}: no cells.json here; give DIR/STUDY_NAME of a study that `fsv run` started")
+    cells = json.loads(cells_file.read_text())["cells"]
+    s = summarize(study_dir, cells)
+    click.echo(f"{s['ok']} ok, {s['failed']} failed, {s['missing']} missing, {s['total']} cells")
+
+
+@main.command()
+@click.option("--world", "world_preset", default="quick", show_default=True, help="world preset")
+@click.option("--dump", is_flag=True, help="print the resolved ladder configs as JSON")
+def models(world_preset, dump):
+    """The model registry: parameter counts and whether each ladder model is cached."""
+    from fsv.models.inventory import inventory
+
+    rows = inventory(world_preset)
+    if dump:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'model':32} {'params':>12}  cached (world {world_preset}, default pretraining)")
+    for r in rows:
+        params = f"{r['params']:,}" if r["params"] else "-"
+        click.echo(f"{r['name']:32} {params:>12}  {r['cached']}")
+
+
+@main.command()
+@click.argument("study_dir", type=click.Path(file_okay=False))
+@click.option("--out", default=None, help="output folder (default: STUDY_DIR/analysis)")
+@click.option("--allow-partial", is_flag=True, help="analyse what is there; the report says what is missing")
+@click.option("--seed", default=0, show_default=True, help="bootstrap seed")
+def analyze(study_dir, out, allow_partial, seed):
+    """Fits, figures and report from a study's stored records."""
+    from analysis import TrustError
+    from analysis import analyze as run_analysis
+
+    try:
+        path = run_analysis(study_dir, out=out, allow_partial=allow_partial, seed=seed)
+    except TrustError as exc:
+        raise FsvError(str(exc)) from None
+    click.echo(f"analysis written to {path}")

@@ -1,0 +1,223 @@
+"""The study config: a YAML file becomes a typed, validated `StudyConfig` before anything launches.
+
+Every refusal names the field, the value and what is accepted (`fsv.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fsv.errors import ConfigError, did_you_mean
+from fsv.world.config import PRESETS as WORLD_PRESETS
+
+DESCRIPTIONS = ["none", "model", "human"]
+IN_CONTEXT = ("zero_shot", "few_shot")
+TRAINING = ("sft", "prompt_tuning", "instruction_tuning", "rlhf")
+REGIMES = IN_CONTEXT + TRAINING
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unique_positive(values: list[int], minimum: int) -> list[int]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"duplicate values in {values}; each axis value must appear once")
+    bad = [v for v in values if v < minimum]
+    if bad:
+        raise ValueError(f"{bad[0]} is below {minimum}; accepted: integers >= {minimum}")
+    return values
+
+
+class WorldSection(Strict):
+    preset: str = Field("quick", description="world preset: " + ", ".join(WORLD_PRESETS))
+    seed: int = Field(0, ge=0)
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, v):
+        if v not in WORLD_PRESETS:
+            raise ValueError(f"unknown world preset {v!r}; {did_you_mean(v, list(WORLD_PRESETS))}")
+        return v
+
+
+class PretrainSection(Strict):
+    steps: int = Field(1500, ge=1, description="optimizer steps per ladder model (a fixed budget, not wall time)")
+    batch: int = Field(32, ge=1, description="documents per step")
+    lr: float = Field(2e-3, gt=0)
+    warmup: float = Field(0.05, ge=0, lt=1, description="share of steps with linear warm-up")
+    seeds: list[int] = Field([0], min_length=1, description="pretraining seeds; each is a replicate model")
+    workers: int = Field(1, ge=1, description="Ray Train workers per pretraining job")
+    cpus_per_worker: int = Field(2, ge=1)
+    zero_stage: int = Field(0, ge=0, le=3)
+    use_gpu: bool = False
+
+    _seeds = field_validator("seeds")(classmethod(lambda cls, v: _unique_positive(v, 0)))
+
+
+class TrainSection(Strict):
+    """How a training trial runs: Ray Train workers under a DeepSpeed engine."""
+
+    workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks)")
+    cpus_per_worker: int = Field(1, ge=1)
+    use_gpu: bool = False
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+
+
+class ZeroShotSection(Strict):
+    descriptions: list[str] = Field(DESCRIPTIONS, min_length=1)
+
+    @field_validator("descriptions")
+    @classmethod
+    def _known(cls, v):
+        return _check_descriptions(v)
+
+
+class FewShotSection(Strict):
+    k: list[int] = Field(..., min_length=1, description="demonstrations in context")
+    description: str = "none"
+    episodes: int = Field(4, ge=1, description="demonstration draws per task and seed")
+
+    _k = field_validator("k")(classmethod(lambda cls, v: _unique_positive(v, 1)))
+
+    @field_validator("description")
+    @classmethod
+    def _known(cls, v):
+        return _check_descriptions([v])[0]
+
+
+class TrainingRegime(Strict):
+    n: list[int] = Field(..., min_length=1, description="training examples")
+    steps: int = Field(40, ge=1, description="optimizer steps per trial")
+    batch: int = Field(8, ge=1, description="sequences per step (all workers)")
+    lr: float = Field(1e-3, gt=0)
+    few_shot_k: list[int] = Field([], description="also evaluate the trained model with these k")
+
+    _n = field_validator("n")(classmethod(lambda cls, v: _unique_positive(v, 1)))
+
+
+class SftSection(TrainingRegime):
+    layouts: list[Literal["single", "packed"]] = Field(["single"], min_length=1)
+
+
+class PromptTuningSection(TrainingRegime):
+    prompt_tokens: list[int] = Field([8], min_length=1, description="m, virtual tokens")
+    lr: float = Field(3e-2, gt=0)
+
+    _m = field_validator("prompt_tokens")(classmethod(lambda cls, v: _unique_positive(v, 1)))
+
+
+class InstructionTuningSection(TrainingRegime):
+    tasks_trained: list[int] = Field([8], min_length=1, description="T, training tasks")
+
+    _t = field_validator("tasks_trained")(classmethod(lambda cls, v: _unique_positive(v, 1)))
+
+
+class RlhfSection(TrainingRegime):
+    method: Literal["dpo", "grpo"] = "dpo"
+    noise: float = Field(0.1, ge=0, le=0.5, description="annotator error rate")
+    start: Literal["base", "instruction_tuned"] = "base"
+    beta: float = Field(0.1, gt=0)
+    lr: float = Field(5e-4, gt=0)
+
+
+class RegimesSection(Strict):
+    zero_shot: ZeroShotSection | None = None
+    few_shot: FewShotSection | None = None
+    sft: SftSection | None = None
+    prompt_tuning: PromptTuningSection | None = None
+    instruction_tuning: InstructionTuningSection | None = None
+    rlhf: RlhfSection | None = None
+
+
+class WandbSection(Strict):
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "fsv"
+    entity: str | None = None
+
+
+class StudyConfig(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="study name (a folder name)")
+    models: list[str] = Field(..., min_length=1)
+    tasks: list[str] = Field(["world"], min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+    regimes: RegimesSection
+    world: WorldSection = WorldSection()
+    pretrain: PretrainSection = PretrainSection()
+    train: TrainSection = TrainSection()
+    wandb: WandbSection = WandbSection()
+    retries: int = Field(1, ge=0, description="extra attempts of a failing trial before it is recorded failed")
+    analyze: bool = Field(True, description="run the analysis when the study completes")
+
+    _seeds = field_validator("seeds")(classmethod(lambda cls, v: _unique_positive(v, 0)))
+
+    @field_validator("models", "tasks")
+    @classmethod
+    def _no_duplicates(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate values in {v}; each axis value must appear once")
+        return v
+
+    def regime_sections(self) -> dict[str, BaseModel]:
+        return {name: sec for name in REGIMES if (sec := getattr(self.regimes, name)) is not None}
+
+
+def _check_descriptions(values: list[str]) -> list[str]:
+    for v in values:
+        if v not in DESCRIPTIONS:
+            raise ValueError(f"unknown description variant {v!r}; {did_you_mean(v, DESCRIPTIONS)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"duplicate values in {values}; each axis value must appear once")
+    return values
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Parse and validate a study YAML; raise ConfigError naming the field on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("study", str(path), "give the path of an existing study YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("yaml", path.name, f"malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("study", type(raw).__name__, "the file must hold a mapping of study keys", str(path))
+    return parse_study(raw, source=str(path))
+
+
+def parse_study(raw: dict, source: str | None = None) -> StudyConfig:
+    try:
+        study = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc, raw, source) from None
+    from fsv.grid import check_study  # registry-level checks: models, tasks, context windows
+
+    check_study(study, source)
+    return study
+
+
+def _config_error(exc: ValidationError, raw: dict, source: str | None) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    field = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc).replace(".[", "[")
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        parent = StudyConfig
+        for part in loc[:-1]:
+            ann = parent.model_fields[part].annotation
+            parent = next(a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel))
+        return ConfigError(field, loc[-1], f"unknown key; {did_you_mean(loc[-1], list(parent.model_fields))}", source)
+    if err["type"] == "missing":
+        return ConfigError(field, None, "this key is required", source)
+    msg = err["msg"].removeprefix("Value error, ")
+    return ConfigError(field, value, msg, source)

@@ -1,0 +1,115 @@
+"""The grid: a validated study expands into cells, one per trial, each with a stable `cell_id`.
+
+A cell is a plain dict of everything that decides its result (model, regime, axis values, the world,
+the pretraining budget, the training settings); `cell_id` is a hash of its normalised JSON, never
+a timestamp, so the same study always yields the same ids and a re-run finds its own records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+
+from fsv.config import StudyConfig
+from fsv.errors import ConfigError, did_you_mean
+from fsv.models.registry import resolve_model
+from fsv.world import World, preset
+
+WORLD_TASKS = ["world"]  # the world's held-out tasks
+
+
+def cell_id(cell: dict) -> str:
+    blob = json.dumps(cell, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def world_of(study: StudyConfig) -> World:
+    return World(preset(study.world.preset, seed=study.world.seed))
+
+
+def check_study(study: StudyConfig, source: str | None = None) -> None:
+    """Checks that need the registries: models, tasks, and whether each prompt fits the context."""
+    specs = [resolve_model(m, f"models[{i}]") for i, m in enumerate(study.models)]
+    for i, task in enumerate(study.tasks):
+        if task not in WORLD_TASKS:
+            raise ConfigError(f"tasks[{i}]", task, f"unknown task; {did_you_mean(task, WORLD_TASKS)}", source)
+        if not all(s.is_world for s in specs):
+            raise ConfigError(f"tasks[{i}]", task, "world tasks need world-ladder models", source)
+    sections = study.regime_sections()
+    if not sections:
+        raise ConfigError("regimes", {}, "the grid is empty; give at least one of " + ", ".join(
+            ["zero_shot", "few_shot", "sft", "prompt_tuning", "instruction_tuning", "rlhf"]), source)
+    if "few_shot" in sections and any(s.is_world for s in specs):
+        _check_world_context(study, sections["few_shot"], source)
+
+
+def _check_world_context(study: StudyConfig, few_shot, source) -> None:
+    world = world_of(study)
+    window = world.config.context
+    task = world.heldout_tasks[0]
+    for i, k in enumerate(few_shot.k):
+        demos = world.train_symbols[:1].repeat(k)
+        length = len(world.prompt(task, demos, int(world.test_symbols[0]), few_shot.description))
+        if length > window:
+            kmax = max(j for j in range(1, window) if world.prompt_length(j, few_shot.description) <= window)
+            raise ConfigError(
+                f"regimes.few_shot.k[{i}]",
+                k,
+                f"its prompt is {length} tokens and the world models' context window is {window}; "
+                f"accepted: k <= {kmax}",
+                source,
+            )
+
+
+def expand(study: StudyConfig) -> list[dict]:
+    """Every cell of the study, in a stable order."""
+    cells = []
+    for regime, section in study.regime_sections().items():
+        for model, task, seed, axes in itertools.product(
+            study.models, study.tasks, study.seeds, _regime_axes(regime, section)
+        ):
+            for pretrain_seed in _pretrain_seeds(study, model):
+                cell = {
+                    "regime": regime,
+                    "model": model,
+                    "pretrain_seed": pretrain_seed,
+                    "task": task,
+                    "seed": seed,
+                    **axes,
+                    "settings": section.model_dump(exclude={"n", "k", "layouts", "prompt_tokens",
+                                                            "tasks_trained", "descriptions"}),
+                    "world": study.world.model_dump() if task in WORLD_TASKS else None,
+                    "pretrain": _pretrain_identity(study, model),
+                    "train": study.train.model_dump() if regime not in ("zero_shot", "few_shot") else None,
+                }
+                cell["cell_id"] = cell_id(cell)
+                cells.append(cell)
+    return cells
+
+
+def _regime_axes(regime: str, s) -> list[dict]:
+    base = {"k": 0, "n": 0, "layout": None, "prompt_tokens": None, "tasks_trained": None}
+    if regime == "zero_shot":
+        return [{**base, "description": d} for d in s.descriptions]
+    if regime == "few_shot":
+        return [{**base, "description": s.description, "k": k} for k in s.k]
+    if regime == "sft":
+        return [{**base, "description": "none", "n": n, "layout": lay} for lay in s.layouts for n in s.n]
+    if regime == "prompt_tuning":
+        return [{**base, "description": "none", "n": n, "prompt_tokens": m} for m in s.prompt_tokens for n in s.n]
+    if regime == "instruction_tuning":
+        return [{**base, "description": "human", "n": n, "tasks_trained": t} for t in s.tasks_trained for n in s.n]
+    if regime == "rlhf":
+        return [{**base, "description": "human", "n": n} for n in s.n]
+    raise ValueError(regime)
+
+
+def _pretrain_seeds(study: StudyConfig, model: str) -> list[int | None]:
+    return list(study.pretrain.seeds) if resolve_model(model).is_world else [None]
+
+
+def _pretrain_identity(study: StudyConfig, model: str) -> dict | None:
+    if not resolve_model(model).is_world:
+        return None
+    return study.pretrain.model_dump(exclude={"seeds"})

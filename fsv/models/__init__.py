@@ -1,0 +1,1 @@
+"""Models: the world ladder fsv pretrains itself, and HF suites by id."""

@@ -1,0 +1,37 @@
+"""Where ladder models live: `$FSV_CACHE/models/<name>-<hash>/`, the hash over (world, model,
+pretraining) configs and the pretraining seed. A model directory is complete only when its
+`fsv-model.json` exists (written last), so an interrupted pretraining is never mistaken for a model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from fsv.models.ladder import LADDER
+
+MARKER = "fsv-model.json"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FSV_CACHE", Path.home() / ".cache" / "fsv")).expanduser()
+
+
+def ladder_identity(name: str, world: dict, pretrain: dict, seed: int) -> dict:
+    return {"model": name, "size": asdict(LADDER[name]), "world": world, "pretrain": pretrain, "seed": seed}
+
+
+def ladder_dir(name: str, world: dict, pretrain: dict, seed: int) -> Path:
+    ident = ladder_identity(name, world, pretrain, seed)
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_root() / "models" / f"{name}-s{seed}-{digest}"
+
+
+def is_cached(path: Path) -> bool:
+    return (path / MARKER).is_file()
+
+
+def read_marker(path: Path) -> dict:
+    return json.loads((path / MARKER).read_text())

@@ -1,0 +1,31 @@
+"""What `fsv models` shows: each registered model, its parameter count and its cache state."""
+
+from __future__ import annotations
+
+from fsv.config import PretrainSection
+from fsv.models.cache import is_cached, ladder_dir
+from fsv.models.ladder import LADDER, llama_config
+from fsv.models.registry import HF_SUITES
+from fsv.world import World, preset
+
+
+def ladder_params(name: str, world: World) -> int:
+    from transformers import LlamaForCausalLM
+
+    cfg = llama_config(LADDER[name], len(world.vocab), world.config.context, 0, 1)
+    return sum(p.numel() for p in LlamaForCausalLM(cfg).parameters())
+
+
+def inventory(world_preset: str = "quick") -> list[dict]:
+    world = World(preset(world_preset))
+    pretrain = PretrainSection()
+    dims = pretrain.model_dump(exclude={"seeds"})
+    rows = []
+    for name, size in LADDER.items():
+        seeds = [s for s in range(5) if is_cached(ladder_dir(name, world.config.model_dump(), dims, s))]
+        rows.append({"name": name, "kind": "world", "params": ladder_params(name, world),
+                     "layers": size.n_layers, "d_model": size.d_model,
+                     "cached": f"pretrain seeds {seeds}" if seeds else "no"})
+    for name in HF_SUITES:
+        rows.append({"name": name, "kind": "hf", "params": None, "cached": "hub id (loaded with from_pretrained)"})
+    return rows

@@ -1,0 +1,80 @@
+"""Getting a model: pretrain a ladder model if its cache entry is missing, then load it with
+`from_pretrained` exactly as a hub model would be loaded."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from fsv.models.cache import MARKER, cache_root, is_cached, ladder_dir
+
+
+def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
+    train = {
+        "workers": pretrain["workers"], "cpus_per_worker": pretrain["cpus_per_worker"],
+        "use_gpu": pretrain["use_gpu"], "zero_stage": pretrain["zero_stage"],
+        "precision": "bf16" if pretrain["use_gpu"] else "fp32", "optimizer": "adamw",
+        "weight_decay": 0.01, "grad_clip": 1.0,
+    }
+    return {
+        "job": "fsv.train.pretrain:build", "model": name, "world": world, "seed": seed,
+        "steps": pretrain["steps"], "batch": pretrain["batch"], "lr": pretrain["lr"],
+        "warmup": pretrain["warmup"], "train": train,
+    }
+
+
+def pretrain_world_model(name: str, world: dict, pretrain: dict, seed: int, tracker=None) -> Path:
+    """Pretrain one ladder model under Ray Train + DeepSpeed and store it in the cache."""
+    from fsv.models.tokenizer import world_tokenizer
+    from fsv.train.launch import fit
+    from fsv.world import World, WorldConfig
+
+    dest = ladder_dir(name, world, pretrain, seed)
+    if is_cached(dest):
+        return dest
+    started = time.time()
+    config = pretrain_config(name, world, {**pretrain, "seeds": None}, seed)
+    staging = dest.with_name(dest.name + ".partial")
+    metrics = fit(config, str(cache_root() / "ray"), f"pretrain-{dest.name}", staging)
+    world_tokenizer(World(WorldConfig(**world))).save_pretrained(staging)
+    curve = json.loads((staging / "train_curve.json").read_text())["loss"]
+    (staging / "loss_curve.json").write_text(json.dumps({"step": list(range(1, len(curve) + 1)), "loss": curve}))
+    params = _count_params(staging)
+    marker = {"name": name, "seed": seed, "params": params, "wall_s": time.time() - started,
+              "final_loss": curve[-1], "world": world, "pretrain": pretrain, **{k: metrics[k] for k in ("train_s", "train_tokens")}}
+    if tracker:
+        tracker.log_pretraining(name, seed, curve, marker)
+    (staging / MARKER).write_text(json.dumps(marker, indent=1))
+    if dest.exists():
+        import shutil
+
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return dest
+
+
+def _count_params(path: Path) -> int:
+    """Parameters stored in the model's safetensors (tied weights stored once, counted once)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        for key in f.keys():
+            shape = f.get_slice(key).get_shape()
+            total += math.prod(shape)
+    return total
+
+
+def load_causal_lm(path: str | Path, dtype=None):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    return model, tokenizer
+
+
+def param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

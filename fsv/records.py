@@ -1,0 +1,120 @@
+"""The trial record: one row per trial, written once, atomically, as one Parquet file per cell.
+
+`DIR/STUDY/records/<cell_id>.parquet` holds the latest record of a cell. A cell that is re-run
+(a retry after a failure, or a trial that ran again after the driver was killed) overwrites its own
+file with an atomic rename, so a study never holds two records of one cell and never a torn one;
+`pandas.read_parquet("DIR/STUDY/records")` returns every record.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Column -> Arrow type. Every record has every column (null where it does not apply), so the
+# dataset has one schema whatever mix of regimes a study holds.
+SCHEMA = pa.schema(
+    [
+        ("study", pa.string()),
+        ("cell_id", pa.string()),
+        ("model", pa.string()),  # registry name, e.g. "world-s" or "EleutherAI/pythia-70m"
+        ("model_params", pa.int64()),  # counted from the loaded model
+        ("pretrain_seed", pa.int64()),  # world ladder only
+        ("world", pa.string()),  # world preset (null for HF tasks)
+        ("regime", pa.string()),
+        ("task", pa.string()),
+        ("description", pa.string()),  # description variant of the main evaluation
+        ("k", pa.int64()),  # demonstrations in the evaluation prompt
+        ("n", pa.int64()),  # training examples (per task, for instruction tuning)
+        ("tasks_trained", pa.int64()),  # T, instruction tuning only
+        ("prompt_tokens", pa.int64()),  # m, prompt tuning only
+        ("layout", pa.string()),  # how training examples are laid out: "single" / "packed"
+        ("seed", pa.int64()),
+        ("accuracy", pa.float64()),
+        ("accuracy_norm", pa.float64()),  # length-normalised scoring (multi-token labels)
+        ("n_eval", pa.int64()),
+        ("chance", pa.float64()),
+        ("bayes_accuracy", pa.float64()),  # null off the world
+        ("acc_none", pa.float64()),  # zero-shot accuracy per description variant, where measured
+        ("acc_model", pa.float64()),
+        ("acc_human", pa.float64()),
+        ("demo_indices", pa.string()),  # JSON: the demonstrations drawn, per evaluation episode
+        ("train_examples", pa.int64()),
+        ("train_tokens", pa.int64()),
+        ("train_flops", pa.float64()),  # 6 * params * tokens
+        ("final_train_loss", pa.float64()),
+        ("wall_s", pa.float64()),
+        ("train_s", pa.float64()),
+        ("eval_s", pa.float64()),
+        ("zero_stage", pa.int64()),
+        ("workers", pa.int64()),
+        ("device", pa.string()),
+        ("status", pa.string()),  # "ok" / "failed"
+        ("error", pa.string()),
+        ("attempts", pa.int64()),
+        ("fsv_version", pa.string()),
+        ("config", pa.string()),  # JSON of the cell's normalised config
+    ]
+)
+COLUMNS = SCHEMA.names
+
+
+def _fs(study_dir: str | Path):
+    """(filesystem, path) for a local folder or an `s3://` / `gs://` URI."""
+    from pyarrow import fs
+
+    text = str(study_dir)
+    if "://" in text:
+        return fs.FileSystem.from_uri(text)
+    return fs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+
+
+def records_dir(study_dir: str | Path) -> str:
+    return f"{_fs(study_dir)[1]}/records"
+
+
+def write_record(study_dir: str | Path, record: dict[str, Any]) -> str:
+    """Write one record atomically to `records/<cell_id>.parquet`: locally a temp file, fsync and
+    rename; on an object store a single PUT (atomic there)."""
+    unknown = set(record) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"record has unknown columns {sorted(unknown)}; known: {COLUMNS}")
+    table = pa.table({name: [record.get(name)] for name in COLUMNS}, schema=SCHEMA)
+    filesystem, base = _fs(study_dir)
+    final = f"{base}/records/{record['cell_id']}.parquet"
+    filesystem.create_dir(f"{base}/records", recursive=True)
+    if "://" in str(study_dir):
+        with filesystem.open_output_stream(final) as out:
+            pq.write_table(table, out)
+        return final
+    tmp = f"{base}/records/.{record['cell_id']}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as handle:
+        pq.write_table(table, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def read_records(study_dir: str | Path):
+    """All records of a study as a DataFrame (empty, with every column, when there are none)."""
+    from pyarrow import fs
+
+    filesystem, base = _fs(study_dir)
+    selector = fs.FileSelector(f"{base}/records", allow_not_found=True)
+    files = sorted(i.path for i in filesystem.get_file_info(selector)
+                   if i.path.endswith(".parquet") and not i.base_name.startswith("."))
+    if not files:
+        return SCHEMA.empty_table().to_pandas()
+    tables = [pq.read_table(f, schema=SCHEMA, filesystem=filesystem) for f in files]
+    return pa.concat_tables(tables).to_pandas()
+
+
+def ok_cell_ids(study_dir: str | Path) -> set[str]:
+    frame = read_records(study_dir)
+    return set(frame.loc[frame["status"] == "ok", "cell_id"])

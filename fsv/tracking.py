@@ -1,0 +1,60 @@
+"""W&B: one run per trial, grouped by study; offline by default, under the study's folder.
+
+Online mode needs a key, which W&B reads from `WANDB_API_KEY` or its own login; fsv never reads,
+prints, logs or records it. `FSV_WANDB_MODE` overrides the study's mode (e.g. `disabled` for a
+benchmark)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def run_name(cell: dict) -> str:
+    parts = [cell["model"].split("/")[-1], cell["regime"], cell["task"]]
+    parts += [f"{a}{cell[a]}" for a in ("k", "n") if cell.get(a)]
+    parts += [f"d-{cell['description']}", f"s{cell['seed']}"]
+    if cell.get("pretrain_seed") is not None:
+        parts.append(f"ps{cell['pretrain_seed']}")
+    return ".".join(str(p) for p in parts)
+
+
+class Tracker:
+    def __init__(self, section: dict, study_name: str, study_dir: str | Path):
+        self.mode = os.environ.get("FSV_WANDB_MODE", section["mode"])
+        self.project, self.entity = section["project"], section.get("entity")
+        self.study_name = study_name
+        self.dir = Path(study_dir) / "wandb" if "://" not in str(study_dir) else None
+
+    @contextmanager
+    def run(self, name: str, run_id: str, config: dict, job_type: str):
+        if self.mode == "disabled":
+            yield None
+            return
+        import wandb
+
+        kwargs = {"dir": str(self.dir)} if self.dir else {}
+        if self.dir:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            project=self.project, entity=self.entity, group=self.study_name, job_type=job_type,
+            name=name, id=run_id, config=config, mode=self.mode, reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True),
+            **kwargs,
+        )
+        try:
+            yield run
+        finally:
+            run.finish()
+
+    def trial(self, cell: dict, attempt: int):
+        return self.run(run_name(cell), f"{cell['cell_id']}-a{attempt}", cell, cell["regime"])
+
+    def log_pretraining(self, name: str, seed: int, curve: list[float], summary: dict) -> None:
+        with self.run(f"pretrain.{name}.ps{seed}", None, summary, "pretrain") as run:
+            if run is None:
+                return
+            for step, loss in enumerate(curve, 1):
+                run.log({"pretrain/loss": loss}, step=step)
+            run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})

@@ -1,0 +1,132 @@
+"""What every Ray Train worker runs: build the job, wrap it in a DeepSpeed engine, train, save.
+
+Everything arrives in `config` (the DeepSpeed settings included); nothing is read from globals. A
+job is named by an import path (`"fsv.train.pretrain:build"`) and returns a `TrainJob`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+
+@dataclass
+class TrainJob:
+    model: object  # a torch.nn.Module (HF model or peft model)
+    batches: Iterator[dict]  # this rank's batches, one per step
+    steps: int
+    save: Callable[[object, str], None]  # save(module, directory) on rank 0
+    trainable: Callable[[], list] | None = None  # parameters to optimise (default: all requiring grad)
+    tokens_per_batch: Callable[[dict], int] = lambda b: int(b["input_ids"].numel())
+    lr_schedule: str = "constant"  # or "cosine" (linear warm-up, cosine decay)
+    warmup: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def deepspeed_config(train: dict, micro_batch: int) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": train["zero_stage"]},
+        "zero_allow_untested_optimizer": True,  # a torch optimizer: no fused-Adam build on CPU
+        "gradient_clipping": train["grad_clip"] or 0.0,
+        "bf16": {"enabled": train["precision"] == "bf16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _optimizer(params, train: dict, lr: float):
+    import torch
+
+    if train["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=train["weight_decay"])
+
+
+def _schedule(optimizer, job: TrainJob):
+    import math
+
+    import torch
+
+    warm = max(1, int(job.warmup * job.steps))
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warm) if job.warmup else 1.0
+        if job.lr_schedule == "cosine":
+            return ramp * 0.5 * (1 + math.cos(math.pi * min(step, job.steps) / job.steps))
+        return ramp
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+
+    t_start = time.time()
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    train = config["train"]
+    if not train["use_gpu"]:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    import torch
+
+    torch.set_num_threads(train["cpus_per_worker"])  # Ray sets OMP_NUM_THREADS=1 in workers
+    torch.manual_seed(config["seed"])
+    module, fn = config["job"].split(":")
+    job: TrainJob = getattr(importlib.import_module(module), fn)(config, rank, world_size)
+    params = job.trainable() if job.trainable else [p for p in job.model.parameters() if p.requires_grad]
+    optimizer = _optimizer(params, train, config["lr"])
+    micro = max(1, config["batch"] // world_size)
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=job.model, optimizer=optimizer, lr_scheduler=_schedule(optimizer, job),
+        config=deepspeed_config(train, micro), dist_init_required=False,
+    )
+    t_first = time.time()
+    curve, tokens = _run_steps(engine, job, config)
+    t_last = time.time()
+    metrics = {
+        "final_train_loss": curve[-1] if curve else float("nan"),
+        "train_tokens": tokens * world_size,
+        "train_s": t_last - t_first,
+        "setup_s": t_first - t_start,
+        "device": str(engine.device),
+    }
+    _save_and_report(engine, job, config, metrics, curve, rank)
+
+
+def _run_steps(engine, job: TrainJob, config: dict) -> tuple[list[float], int]:
+    import torch
+
+    device = engine.device
+    curve, tokens = [], 0
+    for _, batch in zip(range(job.steps), job.batches):
+        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        loss = job.extra["loss"](engine, batch) if "loss" in job.extra else engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+        curve.append(float(loss.detach()))
+        tokens += job.tokens_per_batch(batch)
+    return curve, tokens
+
+
+def _save_and_report(engine, job: TrainJob, config: dict, metrics: dict, curve: list, rank: int) -> None:
+    import deepspeed
+    import ray.train
+
+    stage3 = config["train"]["zero_stage"] == 3
+    with tempfile.TemporaryDirectory() as out:
+        gather = deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage3)
+        with gather:
+            if rank == 0:
+                job.save(engine.module, out)
+                with open(os.path.join(out, "train_curve.json"), "w") as f:
+                    json.dump({"loss": curve, **metrics}, f)
+        checkpoint = ray.train.Checkpoint.from_directory(out) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,229 @@
+"""The Ray Tune driver: a validated study becomes one Tune trial per cell without an `ok` record.
+
+The data's path: study YAML -> StudyConfig -> cells -> (ladder models pretrained if missing) ->
+one trial per cell -> one record per cell -> analysis. Every check that can refuse the study runs
+before anything is written or launched. Records are the study's state: a re-run (after success,
+Ctrl-C or `kill -9`) runs exactly the cells that have no `ok` record, and a cell's record file is
+named by its id, so nothing is ever doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from fsv.config import StudyConfig, load_study
+from fsv.errors import ConfigError, FsvError
+from fsv.grid import expand, world_of
+from fsv.records import ok_cell_ids, read_records, write_record
+from study.progress import Progress
+from study.trial import base_record, run_trial
+
+TRIAL_DRIVER = "fsv_trial_driver"  # custom resource a training trial holds instead of a CPU
+
+
+def study_dir(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else str(Path(storage).expanduser().resolve() / name)
+
+
+def check_storage(storage: str) -> None:
+    if "://" in storage:
+        from pyarrow import fs
+
+        try:
+            fs.FileSystem.from_uri(storage)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError("--storage", storage, f"cannot open it ({exc}); accepted: a writable folder, s3://…, gs://…") from None
+        return
+    path = Path(storage).expanduser().resolve()
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("--storage", storage, f"{existing} is not a writable folder; accepted: a writable folder, s3://…, gs://…")
+
+
+def connect(address: str | None, verbose: bool) -> None:
+    """Join an existing cluster (`--address` / RAY_ADDRESS) or start a real local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    quiet = {"log_to_driver": verbose, "logging_level": "INFO" if verbose else "ERROR"}
+    if address:
+        _check_reachable(address)
+        ray.init(address=address, **quiet)
+        return
+    cpus = os.cpu_count() or 1
+    env = {"DS_ACCELERATOR": "cpu"} if not _has_gpu() else {}
+    ray.init(num_cpus=cpus, resources={TRIAL_DRIVER: 10_000}, include_dashboard=False,
+             runtime_env={"env_vars": env}, **quiet)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _check_reachable(address: str) -> None:
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://")[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--address", address, f"cannot reach it ({exc}); accepted: host:port of a running "
+                          "Ray cluster's GCS (e.g. 10.0.0.5:6379), ray://host:10001, or 'auto'") from None
+
+
+def run_study(path: str, storage: str = "results", address: str | None = None, verbose: bool = False,
+              analyze: bool | None = None) -> dict:
+    study = load_study(path)
+    check_storage(storage)
+    if address or os.environ.get("RAY_ADDRESS"):
+        _check_reachable(address or os.environ["RAY_ADDRESS"])
+    root = study_dir(storage, study.name)
+    cells = expand(study)
+    done = ok_cell_ids(root)
+    todo = [c for c in cells if c["cell_id"] not in done]
+    _write_cells(root, study, cells)
+    say = Progress.say
+    say(f"study {study.name}: {len(cells)} cells, {len(cells) - len(todo)} already recorded ok, {len(todo)} to run")
+    started = time.time()
+    if todo:
+        connect(address, verbose)
+        from fsv.tracking import Tracker
+
+        tracker = Tracker(study.wandb.model_dump(), study.name, root)
+        ensure_models(study, todo, tracker)
+        _run_trials(study, root, todo, verbose)
+    summary = summarize(root, cells)
+    summary["wall_s"] = time.time() - started
+    say(f"study {study.name}: {summary['ok']} ok, {summary['failed']} failed, {summary['missing']} missing "
+        f"of {summary['total']} cells ({summary['wall_s']:.0f} s); records in {root}/records")
+    if (study.analyze if analyze is None else analyze) and summary["ok"]:
+        _analyze(root, allow_partial=summary["ok"] < summary["total"])
+    return summary
+
+
+def _write_cells(root: str, study: StudyConfig, cells: list[dict]) -> None:
+    import fsv
+
+    if "://" in root:
+        return
+    Path(root).mkdir(parents=True, exist_ok=True)
+    payload = {"study": study.name, "fsv_version": fsv.__version__, "config": study.model_dump(), "cells": cells}
+    tmp = Path(root) / ".cells.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    tmp.replace(Path(root) / "cells.json")
+
+
+def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
+    """Pretrain (under Ray Train + DeepSpeed) every ladder model the cells need and the cache lacks."""
+    from fsv.models.cache import is_cached, ladder_dir
+    from fsv.models.load import pretrain_world_model
+
+    world = world_of(study).config.model_dump()
+    needed = sorted({(c["model"], c["pretrain_seed"]) for c in cells if c["pretrain_seed"] is not None})
+    pretrain = study.pretrain.model_dump(exclude={"seeds"})
+    for name, seed in needed:
+        if is_cached(ladder_dir(name, world, pretrain, seed)):
+            continue
+        t0 = time.time()
+        Progress.say(f"pretraining {name} (pretrain seed {seed}, {study.pretrain.steps} steps) ...")
+        pretrain_world_model(name, world, pretrain, seed, tracker)
+        Progress.say(f"pretrained {name} (pretrain seed {seed}) in {time.time() - t0:.0f} s")
+
+
+def bayes_table(study: StudyConfig, cells: list[dict]) -> dict[int, float]:
+    from fsv.world.bayes import bayes_accuracy
+
+    ks = sorted({c["k"] for c in cells if c["world"] is not None and c["description"] == "none"} | {0})
+    world = world_of(study)
+    return {k: float(bayes_accuracy(world, k)[0]) for k in ks}
+
+
+def _resources(cell: dict) -> dict:
+    return {"CPU": 1} if cell["train"] is None else {TRIAL_DRIVER: 1}
+
+
+def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) -> None:
+    import ray
+    from ray import tune
+
+    cells = {c["cell_id"]: c for c in todo}
+    env = {"study": study.name, "study_dir": root, "bayes": bayes_table(study, todo),
+           "wandb": study.wandb.model_dump(), "retries": study.retries}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, cells=cells, env=env),
+                                    lambda config: _resources(cells[config["cell_id"]]))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    per_trial = max(1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in todo)
+    progress = Progress(len(todo))
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"cell_id": tune.grid_search(list(cells))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max(1, cpus // per_trial), reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=_attempt_name(root), storage_path=_tune_storage(root), verbose=2 if verbose else 0,
+            callbacks=[progress], failure_config=tune.FailureConfig(max_failures=study.retries),
+        ),
+    )
+    try:
+        grid = tuner.fit()
+    except KeyboardInterrupt:
+        Progress.say("interrupted; records written so far are kept; run the same command to resume")
+        raise
+    _record_crashed_trials(study, root, grid, cells)
+
+
+def _tune_storage(root: str) -> str:
+    return f"{root}/tune" if "://" in root else str(Path(root) / "tune")
+
+
+def _attempt_name(root: str) -> str:
+    """Each `fsv run` is its own Tune experiment, named by its ordinal (never a timestamp)."""
+    tune_dir = Path(_tune_storage(root))
+    n = len([p for p in tune_dir.glob("run-*")]) if tune_dir.exists() else 0
+    return f"run-{n + 1:03d}"
+
+
+def _record_crashed_trials(study: StudyConfig, root: str, grid, cells: dict) -> None:
+    """A trial whose process died (not an exception inside it) leaves no record: write `failed`."""
+    recorded = set(read_records(root)["cell_id"])
+    for result in grid:
+        cid = (result.config or {}).get("cell_id")
+        if result.error is not None and cid and cid not in recorded:
+            record = base_record(cells[cid], study.name)
+            record.update(status="failed", error=str(result.error)[-4000:], attempts=study.retries + 1)
+            write_record(root, record)
+
+
+def summarize(root: str, cells: list[dict]) -> dict:
+    frame = read_records(root)
+    ids = {c["cell_id"] for c in cells}
+    frame = frame[frame["cell_id"].isin(ids)]
+    ok = int((frame["status"] == "ok").sum())
+    failed = int((frame["status"] == "failed").sum())
+    return {"total": len(ids), "ok": ok, "failed": failed, "missing": len(ids) - ok - failed}
+
+
+def _analyze(root: str, allow_partial: bool) -> None:
+    try:
+        from analysis import analyze
+    except ImportError:
+        return
+    try:
+        out = analyze(root, allow_partial=allow_partial)
+        Progress.say(f"analysis: {out}/report.md, figures in {out}/figures")
+    except FsvError as exc:
+        Progress.say(f"analysis refused: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the records are safe; say what went wrong
+        Progress.say(f"analysis failed ({type(exc).__name__}: {exc}); records are intact; retry with `fsv analyze {root}`")
+        print(exc, file=sys.stderr)

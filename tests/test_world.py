@@ -1,0 +1,98 @@
+"""The embedded world: determinism, the held-out split, descriptions and the exact Bayes reference."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from fsv.world import World, preset
+from fsv.world.bayes import bayes_accuracy, distinct_count_probs
+
+
+def test_world_is_deterministic_from_its_seed():
+    a, b, c = World(preset("quick", seed=3)), World(preset("quick", seed=3)), World(preset("quick", seed=4))
+    assert np.array_equal(a.features, b.features) and a.heldout_tasks == b.heldout_tasks
+    ids_a, _ = a.pretraining_batch(np.random.default_rng(0), 4)
+    ids_b, _ = b.pretraining_batch(np.random.default_rng(0), 4)
+    assert np.array_equal(ids_a, ids_b)
+    assert not np.array_equal(a.features, c.features) or a.heldout_tasks != c.heldout_tasks
+
+
+def test_heldout_tasks_never_appear_in_pretraining():
+    world = World(preset("quick"))
+    heldout = {t.name for t in world.heldout_tasks}
+    assert heldout and not heldout & {t.name for t in world.train_tasks}
+    rng = np.random.default_rng(0)
+    ids, labels = world.pretraining_batch(rng, 256)
+    # every document's (symbol, label) pairs must be explained by some training task, and by no
+    # held-out task alone
+    for doc, lab in zip(ids, labels):
+        pos = np.flatnonzero(lab != -100)
+        symbols = doc[pos - 2] - world.ids["s0"]
+        ys = lab[pos] - world.ids["L0"]
+        fits = [t for t in world.tasks if np.array_equal(world.labels(t, symbols), ys)]
+        assert any(t.name not in heldout for t in fits)
+
+
+def test_split_is_balanced_so_zero_shot_is_at_chance():
+    world = World(preset("quick"))
+    assert set(world.test_symbols).isdisjoint(world.train_symbols)
+    V = world.config.n_values
+    for f in range(world.config.n_features):
+        counts = np.zeros((V, V))  # (value, label) over training tasks
+        for t in world.train_tasks:
+            if t.feature == f:
+                for v in range(V):
+                    counts[v, t.perm[v]] += 1
+        assert np.all(counts == counts[0, 0]), "training-task prior must not favour any label"
+
+
+def test_descriptions_have_the_same_meaning_in_two_surfaces():
+    world = World(preset("quick"))
+    t = world.heldout_tasks[0]
+    model, human = world.description(t, "model"), world.description(t, "human")
+    assert len(model) == len(human) and set(model).isdisjoint(human[1:-1])
+    vocab = world.vocab
+    model_labels = [vocab[i] for i in model if vocab[i].startswith("L")]
+    human_labels = [vocab[i] for i in human if vocab[i].startswith("H")]
+    assert [m[1:] for m in model_labels] == [h[1:] for h in reversed(human_labels)]
+
+
+def _brute_force_bayes(world: World, k: int) -> float:
+    """Enumerate every demonstration sequence and every task: no shortcut shared with bayes.py."""
+    pool, V = world.train_symbols, world.config.n_values
+    total = 0.0
+    for true in world.heldout_tasks:
+        for seq in itertools.product(pool, repeat=k):
+            seq = list(seq)
+            ys = world.labels(true, seq)
+            consistent = [t for t in world.tasks if np.array_equal(world.labels(t, seq), ys)]
+            for q in world.test_symbols:
+                votes = np.bincount([int(world.labels(t, [q])[0]) for t in consistent], minlength=V)
+                best = np.flatnonzero(votes == votes.max())
+                truth = int(world.labels(true, [q])[0])
+                total += (1 / len(best) if truth in best else 0.0) / len(pool) ** k
+    return total / (len(world.heldout_tasks) * len(world.test_symbols))
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_bayes_matches_brute_force_enumeration(k):
+    world = World(preset("quick"))
+    exact, is_exact = bayes_accuracy(world, k)
+    assert is_exact
+    assert exact == pytest.approx(_brute_force_bayes(world, k), abs=1e-12)
+
+
+def test_bayes_rises_with_k_from_chance_to_one():
+    world = World(preset("quick"))
+    accs = [bayes_accuracy(world, k)[0] for k in (0, 1, 4, 16)]
+    assert accs[0] == pytest.approx(0.25) and accs == sorted(accs) and accs[-1] > 0.99
+
+
+def test_distinct_count_probabilities_sum_to_one():
+    for n, k in [(8, 1), (8, 5), (8, 16), (3, 7)]:
+        p = distinct_count_probs(n, k)
+        assert p.sum() == pytest.approx(1.0) and p[min(n, k) + 1 :].sum() == 0
+    assert distinct_count_probs(8, 2)[1] == pytest.approx(1 / 8)
+    assert math.isclose(distinct_count_probs(8, 0)[0], 1.0)

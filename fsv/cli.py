@@ -102,3 +102,7 @@ def analyze(study_dir, out, allow_partial, seed):
     except TrustError as exc:
         raise FsvError(str(exc)) from None
     click.echo(f"analysis written to {path}")
+
+
+if __name__ == "__main__":
+    main()

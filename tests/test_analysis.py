@@ -1,0 +1,324 @@
+"""Tests of the analysis package: pure laws and fits, recovery of planted laws from synthetic records,
+the files analyze() writes, determinism, and the refusal of records it cannot trust."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import AnalysisSettings, TrustError, analyze, load_study, measure_study
+from analysis.__main__ import main as cli_main
+from analysis.bootstrap import Curve, Resampler, interval_tail, resampled_means
+from analysis.fits import fit_line, fit_saturating, fit_saturating_batch
+from analysis.laws import saturating_accuracy, saturating_log2_n_at
+from analysis.series import training_rows
+from analysis.synthetic import SyntheticSpec, planted_truth, records_frame, write_synthetic_study
+from fsv.records import read_records, write_record
+
+FAST = AnalysisSettings(bootstrap_resamples=200)
+NO_FIGURES = AnalysisSettings(bootstrap_resamples=100, figures=False)
+FIGURES = ("icl_curves", "finetune_curves", "need_vs_strength", "exchange_rate", "zero_shot_descriptions")
+
+# A small study with every regime: 3 models x 3 seeds x 1 task, 4 training series.
+SMALL = SyntheticSpec(
+    models=("tiny", "small", "medium"), params=(50_000, 400_000, 3_200_000), strengths=(0.04, 0.07, 0.12),
+    laws=(("sft", 2.0, -1.0), ("sft:packed", 1.0, -1.0), ("instruction_tuning", 1.0, -0.8), ("rlhf", 0.6, -1.0)),
+    ks=(0, 1, 4, 16), ns=(2, 8, 32, 128, 512), seeds=(0, 1, 2), tasks=("task-a",),
+)
+# Trust tests need only a handful of records.
+TINY = SyntheticSpec(models=("tiny", "small"), params=(50_000, 400_000), strengths=(0.04, 0.08),
+                     laws=(("sft", 2.0, -1.0),), ks=(0, 1, 4), ns=(4, 16, 64), seeds=(0, 1), tasks=("t",),
+                     descriptions=False)
+
+
+def strict_json(path: Path) -> dict:
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# ---------------------------------------------------------------- pure laws and fits
+
+
+def test_saturating_curve_and_its_inverse_agree():
+    log2_n = np.linspace(0, 10, 11)
+    accuracy = saturating_accuracy(log2_n, 0.9, 5.0, 1.3, 0.25)
+    assert np.all(np.diff(accuracy) > 0) and accuracy.max() < 0.9 and accuracy.min() > 0.25
+    np.testing.assert_allclose(saturating_log2_n_at(accuracy, 0.9, 5.0, 1.3, 0.25), log2_n, atol=1e-9)
+    assert saturating_log2_n_at(0.95, 0.9, 5.0, 1.3, 0.25) == np.inf  # above the ceiling: never reached
+
+
+def test_fit_line_skips_missing_points_row_by_row():
+    fit = fit_line(np.arange(4.0), np.array([[1, 3, 5, 7], [2, np.nan, 2, 2], [np.nan, np.nan, np.nan, 1]]))
+    np.testing.assert_allclose(fit.slope[:2], [2.0, 0.0])
+    assert np.isnan(fit.slope[2])  # one point: no slope
+
+
+def test_fit_saturating_recovers_planted_parameters_and_resists_an_outlier():
+    log2_n = np.arange(1, 11, dtype=float)
+    truth = np.array([0.95, 5.5, 1.2])
+    noisy = saturating_accuracy(log2_n, *truth, 0.25) + np.random.default_rng(0).normal(0, 0.01, 10)
+    fit = fit_saturating(log2_n, noisy, 0.25, AnalysisSettings())
+    assert fit.converged and fit.starts_converged >= 1 and fit.starts_at_best >= 1
+    np.testing.assert_allclose(fit.params, truth, rtol=0.06)
+    noisy[3] += 0.3  # one wild point
+    robust = fit_saturating(log2_n, noisy, 0.25, AnalysisSettings()).params
+    squares = fit_saturating(log2_n, noisy, 0.25, AnalysisSettings(loss_scale=100.0)).params  # ~ plain least squares
+    assert np.all(np.abs(robust - truth) <= np.abs(squares - truth) + 1e-9)
+    np.testing.assert_allclose(robust, truth, rtol=0.15)
+
+
+def test_batched_fit_matches_scipy_least_squares():
+    log2_n = np.arange(1, 9, dtype=float)
+    rng = np.random.default_rng(1)
+    curves = saturating_accuracy(log2_n, 0.9, 4.0, 1.5, 0.25) + rng.normal(0, 0.03, (40, 8))
+    curves[:, 0] = np.where(rng.random(40) < 0.2, np.nan, curves[:, 0])  # some levels unmeasured
+    settings = AnalysisSettings()
+    start = fit_saturating(log2_n, curves.mean(axis=0), 0.25, settings).params
+    batch = fit_saturating_batch(log2_n, curves, 0.25, start, settings)
+    assert batch.converged.all()
+    for row in range(0, 40, 8):
+        single = fit_saturating(log2_n, curves[row], 0.25, settings)
+        np.testing.assert_allclose(batch.params[row], single.params, atol=2e-3)
+
+
+def test_bootknife_resampling_is_seeded_and_unbiased_for_a_mean():
+    curve = Curve(np.array([1.0]), ("a", "b", "c"), np.array([[0.0], [1.0], [5.0]]), 0.25, np.array([np.nan]), 3)
+    draws = Resampler({"m": ["a", "b", "c"]}, 20_000, seed=7)
+    again = Resampler({"m": ["a", "b", "c"]}, 20_000, seed=7)
+    np.testing.assert_array_equal(draws.weights("m", curve), again.weights("m", curve))
+    means = resampled_means(curve, draws.weights("m", curve))[:, 0]
+    unbiased = np.var([0.0, 1.0, 5.0], ddof=1) / 3
+    assert abs(np.var(means) / unbiased - 1) < 0.05
+    assert interval_tail(0.95, None) == pytest.approx(0.025)
+    assert interval_tail(0.95, 4) < 0.025 and np.isnan(interval_tail(0.95, 0))
+
+
+# ---------------------------------------------------------------- recovery of planted laws
+
+
+@pytest.mark.parametrize("generator_seed", [0, 1, 2, 3])
+def test_planted_law_is_recovered(generator_seed):
+    spec = SyntheticSpec(seeds=(0, 1, 2, 3, 4))
+    truth = planted_truth(spec)
+    measures = measure_study(records_frame(spec, generator_seed), FAST, seed=0)
+    law = measures.law["sft"]
+    planted = truth["law"]["sft"]["exponent"]
+    assert law.ci_low <= planted <= law.ci_high, (law.exponent, law.ci_low, law.ci_high)
+    assert law.verdict == "supported" and law.n_models == 5 and law.r2 > 0.8
+    for model, planted_model in truth["models"].items():
+        need = measures.finetune["sft"][model].sample_need
+        assert need.value == pytest.approx(planted_model["sample_need"]["sft"], rel=0.2)
+        assert measures.icl[model].strength.value == pytest.approx(planted_model["icl_strength"], rel=0.25)
+
+
+def test_a_rising_law_is_called_contradicted_and_a_flat_one_is_not_supported():
+    rising = SyntheticSpec(laws=(("sft", 2000.0, 1.0),), ns=tuple(2**i for i in range(1, 14)))
+    law = measure_study(records_frame(rising, 0), FAST, seed=0).law["sft"]
+    assert law.verdict == "contradicted" and law.ci_low > 0
+    flat = SyntheticSpec(laws=(("sft", 40.0, 0.0),))
+    assert measure_study(records_frame(flat, 0), FAST, seed=0).law["sft"].verdict != "supported"
+
+
+def test_sample_need_beyond_the_data_is_null_with_a_reason():
+    spec = SyntheticSpec(laws=(("sft", 2.0, -1.0),), ns=(2, 4, 8, 16, 32))  # weakest need ~67 > 32
+    measures = measure_study(records_frame(spec, 0), FAST, seed=0)
+    need = measures.finetune["sft"]["syn-xs"].sample_need
+    assert np.isnan(need.value) and "largest n" in need.reason
+    assert "syn-xs" in measures.law["sft"].excluded
+
+
+def test_non_positive_icl_strength_is_left_out_of_the_law_with_a_reason():
+    frame = records_frame(SyntheticSpec(), 0)
+    worse_with_k = (frame["model"] == "syn-xs") & (frame["regime"] == "few_shot")
+    frame.loc[worse_with_k, "accuracy"] = 0.5 - 0.02 * np.log2(frame.loc[worse_with_k, "k"])
+    measures = measure_study(frame, FAST, seed=0)
+    assert measures.icl["syn-xs"].strength.value < 0
+    law = measures.law["sft"]
+    assert "not positive" in law.excluded["syn-xs"] and law.n_models == 4
+
+
+def test_too_few_models_is_inconclusive():
+    spec = SyntheticSpec(models=("a", "b"), params=(1, 2), strengths=(0.05, 0.1))
+    law = measure_study(records_frame(spec, 0), FAST, seed=0).law["sft"]
+    assert law.verdict == "inconclusive" and "only 2 model(s)" in law.sentence
+
+
+def test_series_are_named_by_regime_and_non_default_qualifiers():
+    rows = pd.DataFrame({
+        "regime": ["sft", "sft", "prompt_tuning", "prompt_tuning", "instruction_tuning", "instruction_tuning", "rlhf"],
+        "layout": ["single", "packed", None, None, None, None, None],
+        "prompt_tokens": [None, None, 8, 32, None, None, None],
+        "tasks_trained": [None, None, None, None, 4, 16, None],
+        "k": [0, 0, 0, 0, 0, 0, 0], "n": [8] * 7, "description": [None, None, None, None, "human", "human", "human"],
+    })
+    names = training_rows(rows)["series"].tolist()
+    assert names == ["sft", "sft:packed", "prompt_tuning:m=8", "prompt_tuning", "instruction_tuning:T=4",
+                     "instruction_tuning", "rlhf"]
+
+
+# ---------------------------------------------------------------- analyze(): files, contract, determinism
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory) -> Path:
+    study_dir = tmp_path_factory.mktemp("studies") / "small"
+    write_synthetic_study(study_dir, SMALL, seed=0)
+    return study_dir
+
+
+@pytest.fixture(scope="module")
+def analysed(small_study) -> Path:
+    return analyze(small_study, settings=AnalysisSettings(bootstrap_resamples=200))
+
+
+def test_analyze_writes_every_figure_as_pdf_and_png(analysed):
+    assert analysed == analysed.parent / "analysis"
+    for name in FIGURES:
+        pdf, png = analysed / "figures" / f"{name}.pdf", analysed / "figures" / f"{name}.png"
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5000, name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name
+
+
+def test_fits_json_follows_the_contract(analysed):
+    fits = strict_json(analysed / "fits.json")
+    assert set(fits["law"]) == {"sft", "sft:packed", "instruction_tuning", "rlhf"}
+    for law in fits["law"].values():
+        assert {"exponent", "ci_low", "ci_high", "r2", "n_models", "verdict", "sentence"} <= set(law)
+        assert law["n_models"] == 3 and law["verdict"] in ("supported", "contradicted", "inconclusive")
+    assert list(fits["models"]) == ["tiny", "small", "medium"]  # ordered by parameter count
+    for model in fits["models"].values():
+        assert isinstance(model["model_params"], int)
+        for measure in ("icl_strength", "icl_efficiency", "chance_normalised_gain"):
+            assert {"value", "ci_low", "ci_high"} <= set(model[measure])
+        assert set(model["sample_need"]) == set(fits["law"])
+        for need in model["sample_need"].values():
+            assert {"n_star", "ci_low", "ci_high"} <= set(need)
+            assert need["n_star"] is not None or need["reason"]
+    assert fits["settings"]["bootstrap_resamples"] == 200
+    assert fits["records"]["analysed"] == fits["records"]["records"] and fits["records"]["fsv_version"] == "0.1.0"
+    assert set(fits["exchange_rate"]) == set(fits["law"])
+    sources = {row["source"] for row in fits["zero_shot_descriptions"]}
+    assert sources == {"base", "instruction_tuning", "rlhf"}
+
+
+def test_tables_and_report_cover_every_measure(analysed):
+    tables = {p.stem for p in (analysed / "tables").glob("*.csv")}
+    assert {"records", "acc_k", "icl_strength", "acc_n", "finetune_fits", "sample_need", "exchange_rate", "law",
+            "zero_shot_descriptions"} <= tables
+    report = (analysed / "report.md").read_text()
+    fits = strict_json(analysed / "fits.json")
+    for law in fits["law"].values():
+        assert law["sentence"] in report
+    for heading in ("## Trust", "## The law", "### ICL strength", "### Sample need", "## Shot exchange rate",
+                    "## Zero-shot accuracy by description", "## Figures", "## Settings", "Analysis wall time"):
+        assert heading in report
+    assert "figures/need_vs_strength.pdf" in report
+
+
+def test_analysis_is_deterministic_given_its_seed(small_study, tmp_path):
+    first = analyze(small_study, out=tmp_path / "a", seed=3, settings=NO_FIGURES)
+    second = analyze(small_study, out=tmp_path / "b", seed=3, settings=NO_FIGURES)
+    other = analyze(small_study, out=tmp_path / "c", seed=4, settings=NO_FIGURES)
+    assert (first / "fits.json").read_bytes() == (second / "fits.json").read_bytes()
+    assert (first / "fits.json").read_bytes() != (other / "fits.json").read_bytes()
+
+
+def test_in_context_only_study_analyses_and_skips_the_rest(tmp_path):
+    spec = SyntheticSpec(laws=(), seeds=(0, 1, 2), tasks=("t",), ks=(0, 1, 2, 8))
+    write_synthetic_study(tmp_path / "icl", spec)
+    out = analyze(tmp_path / "icl", settings=FAST)
+    fits = strict_json(out / "fits.json")
+    assert fits["law"] == {} and fits["models"]["syn-xl"]["icl_strength"]["value"] > 0
+    assert (out / "figures" / "icl_curves.pdf").exists() and (out / "figures" / "zero_shot_descriptions.png").exists()
+    assert not (out / "figures" / "finetune_curves.pdf").exists()
+    report = (out / "report.md").read_text()
+    assert "finetune_curves: skipped - no training-regime records" in report
+    assert "No training-regime records" in report
+
+
+def test_command_line_writes_and_refuses(small_study, tmp_path):
+    assert cli_main([str(small_study), "--out", str(tmp_path / "cli"), "--resamples", "20"]) == 0
+    assert (tmp_path / "cli" / "fits.json").exists()
+    assert cli_main([str(tmp_path / "cli")]) != 0  # a folder with no records
+
+
+# ---------------------------------------------------------------- trust
+
+
+@pytest.fixture()
+def tiny_study(tmp_path) -> Path:
+    write_synthetic_study(tmp_path / "tiny", TINY)
+    return tmp_path / "tiny"
+
+
+def one_record(study_dir: Path, **where) -> dict:
+    frame = read_records(study_dir)
+    for key, value in where.items():
+        frame = frame[frame[key] == value]
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in frame.iloc[0].to_dict().items()}
+
+
+def test_mixed_fsv_versions_are_refused(tiny_study):
+    record = one_record(tiny_study, regime="sft") | {"fsv_version": "9.9.9"}
+    write_record(tiny_study, record)
+    with pytest.raises(TrustError, match=r"2 fsv versions.*9\.9\.9") as refused:
+        load_study(tiny_study, allow_partial=True)  # partial analysis does not excuse mixed versions
+    assert record["cell_id"] in str(refused.value)
+
+
+def test_failed_cells_are_refused_then_listed_when_partial(tiny_study):
+    record = one_record(tiny_study, regime="sft", model="small") | {
+        "status": "failed", "accuracy": None, "error": "RuntimeError: out of memory"}
+    write_record(tiny_study, record)
+    with pytest.raises(TrustError, match="failed cells: 1 \\(sft/small: 1\\)") as refused:
+        analyze(tiny_study, settings=NO_FIGURES)
+    assert record["cell_id"] in str(refused.value) and "out of memory" in str(refused.value)
+    out = analyze(tiny_study, allow_partial=True, settings=NO_FIGURES)
+    report = (out / "report.md").read_text()
+    assert "PARTIAL: failed cells" in report and record["cell_id"] in report
+    assert strict_json(out / "fits.json")["records"]["failed"] == 1
+
+
+def test_missing_cells_are_refused_then_listed_when_partial(tiny_study):
+    record = one_record(tiny_study, regime="few_shot", model="tiny")
+    (tiny_study / "records" / f"{record['cell_id']}.parquet").unlink()
+    with pytest.raises(TrustError, match="missing cells .*1 \\(few_shot/tiny: 1\\)") as refused:
+        analyze(tiny_study, settings=NO_FIGURES)
+    assert record["cell_id"] in str(refused.value)
+    out = analyze(tiny_study, allow_partial=True, settings=NO_FIGURES)
+    report = (out / "report.md").read_text()
+    assert "PARTIAL: missing cells" in report and record["cell_id"] in report
+    assert (out / "tables" / "missing_cells.csv").read_text().count(record["cell_id"]) == 1
+
+
+def test_records_outside_the_grid_are_noted_and_left_out(tiny_study):
+    stray = one_record(tiny_study, regime="sft") | {"cell_id": "stray-cell", "n": 999}
+    write_record(tiny_study, stray)
+    study = load_study(tiny_study)
+    assert study.unlisted == ["stray-cell"] and "stray-cell" not in set(study.records["cell_id"])
+    assert any("not in cells.json" in note for note in study.notes)
+
+
+def test_without_cells_json_the_records_are_trusted_and_the_report_says_so(tiny_study):
+    (tiny_study / "cells.json").unlink()
+    out = analyze(tiny_study, settings=NO_FIGURES)
+    assert "cells.json is absent" in (out / "report.md").read_text()
+
+
+def test_an_empty_study_is_refused(tmp_path):
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    with pytest.raises(TrustError, match="no records"):
+        load_study(tmp_path / "empty")
+
+
+def test_settings_refuse_bad_values_naming_the_field():
+    with pytest.raises(ValueError, match="confidence=1.5"):
+        AnalysisSettings(confidence=1.5)
+    with pytest.raises(ValueError, match="unknown analysis setting.*bootstrap_samples"):
+        AnalysisSettings.from_dict({"bootstrap_samples": 10})

@@ -1,0 +1,166 @@
+"""From trusted records to every measure of the study, and from there to the files on disk.
+
+`measure_study(records, settings, seed)` takes the ok records of one study (schema
+`fsv.records.SCHEMA`) and returns a `StudyMeasures`; `analyze(study_dir, ...)` loads and checks the
+records (analysis.load), measures, and writes fits.json, tables/*.csv, figures/*.pdf|png and
+report.md under OUT (default `study_dir/analysis`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.bootstrap import Resampler, build_curve, replicate_key
+from analysis.law import LawResult, fit_law
+from analysis.load import load_study
+from analysis.measures import (
+    ExchangePoint, FinetuneResult, IclResult, exchange_rate, finetune_measures, icl_measures, level_means,
+)
+from analysis.series import (
+    DESCRIPTION_VARIANTS, ICL_REGIMES, TRAINING_REGIMES, description_of, icl_rows, main_series_rows,
+    model_order, training_rows,
+)
+from analysis.settings import AnalysisSettings, coerce_settings
+
+TRAINED_DESCRIPTION_REGIMES = ("instruction_tuning", "rlhf")
+FEW_REPLICATES = 5  # below this, intervals are flagged as approximate in the report
+
+
+@dataclass
+class StudyMeasures:
+    models: list[str]
+    params: dict[str, float]
+    icl: dict[str, IclResult] = field(default_factory=dict)
+    finetune: dict[str, dict[str, FinetuneResult]] = field(default_factory=dict)  # series -> model
+    exchange: dict[str, dict[str, list[ExchangePoint]]] = field(default_factory=dict)
+    law: dict[str, LawResult] = field(default_factory=dict)
+    descriptions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)
+
+
+def measure_study(records: pd.DataFrame, settings: AnalysisSettings, seed: int) -> StudyMeasures:
+    models, params = model_order(records)
+    replicates = records.assign(_r=replicate_key(records)).groupby("model")["_r"].apply(list).to_dict()
+    resampler = Resampler(replicates, settings.bootstrap_resamples, seed, settings.resampling)
+    result = StudyMeasures(models, params, notes=_set_aside_notes(records, settings))
+    result.icl = _icl_by_model(icl_rows(records, settings), models, resampler, settings)
+    training = training_rows(records)
+    for series in sorted(training["series"].unique()):
+        rows = training[training["series"] == series]
+        result.finetune[series] = _finetune_by_model(rows, models, resampler, settings)
+    for series, by_model in result.finetune.items():
+        result.exchange[series] = {
+            m: exchange_rate(result.icl[m], ft, settings) for m, ft in by_model.items() if m in result.icl
+        }
+        strength = {m: r.strength for m, r in result.icl.items()}
+        need = {m: ft.sample_need for m, ft in by_model.items()}
+        result.law[series] = fit_law(series, strength, need, settings)
+    result.descriptions = description_accuracies(records, training, models, params, resampler, settings)
+    return result
+
+
+def _icl_by_model(rows, models, resampler, settings) -> dict[str, IclResult]:
+    out = {}
+    for model in models:
+        curve = build_curve(rows[rows["model"] == model], "k")
+        if curve is not None:
+            out[model] = icl_measures(curve, resampler.weights(model, curve), settings)
+    return out
+
+
+def _finetune_by_model(rows, models, resampler, settings) -> dict[str, FinetuneResult]:
+    out = {}
+    for model in models:
+        curve = build_curve(rows[rows["model"] == model], "n")
+        if curve is not None:
+            out[model] = finetune_measures(curve, resampler.weights(model, curve), settings)
+    return out
+
+
+def description_accuracies(records, training, models, params, resampler, settings) -> pd.DataFrame:
+    """Zero-shot accuracy per description variant: the base model, and after IT / RLHF at their largest n."""
+    rows = []
+    base = records[(records["regime"] == "zero_shot")].assign(description=lambda f: description_of(f))
+    for model in models:
+        for variant in DESCRIPTION_VARIANTS:
+            subset = base[(base["model"] == model) & (base["description"] == variant)]
+            rows += _description_row("base", model, variant, subset, "accuracy", None, resampler, settings)
+        for regime in TRAINED_DESCRIPTION_REGIMES:
+            trained = main_series_rows(training, regime)
+            trained = trained[trained["model"] == model]
+            if trained.empty:
+                continue
+            largest = trained[trained["n"] == trained["n"].max()]
+            for variant in DESCRIPTION_VARIANTS:
+                rows += _description_row(regime, model, variant, largest, f"acc_{variant}",
+                                         float(trained["n"].max()), resampler, settings)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame.insert(2, "model_params", frame["model"].map(params))
+    return frame
+
+
+def _description_row(source, model, variant, subset, column, n, resampler, settings) -> list[dict]:
+    curve = build_curve(subset.assign(_level=0), "_level", value=column) if len(subset) else None
+    if curve is None:
+        return []
+    means = level_means(curve, resampler.weights(model, curve), settings)
+    return [{
+        "source": source, "model": model, "description": variant, "n": n,
+        "accuracy": float(means.mean[0]), "ci_low": float(means.ci_low[0]), "ci_high": float(means.ci_high[0]),
+        "replicates": len(curve.replicates), "records": curve.rows, "chance": curve.chance,
+    }]
+
+
+def _set_aside_notes(records: pd.DataFrame, settings: AnalysisSettings) -> list[str]:
+    notes = []
+    replicates = records.assign(_r=replicate_key(records)).groupby("model")["_r"].nunique()
+    few = replicates[replicates < FEW_REPLICATES]
+    if len(few):
+        notes.append(
+            f"{len(few)} model(s) have fewer than {FEW_REPLICATES} replicates "
+            f"({', '.join(f'{m}: {c}' for m, c in few.items())}): their intervals (bootknife, expanded "
+            "percentile) rest on few distinct resamples; expect coverage below the nominal level, and no "
+            "interval at all from a single replicate."
+        )
+    unknown = records[~records["regime"].isin(ICL_REGIMES + TRAINING_REGIMES)]
+    if len(unknown):
+        notes.append(f"{len(unknown)} records of unknown regimes {sorted(unknown['regime'].unique())} were not analysed.")
+    few = records[records["regime"] == "few_shot"]
+    other = few[description_of(few) != settings.icl_description]
+    if len(other):
+        notes.append(f"{len(other)} few-shot records with a description other than {settings.icl_description!r} "
+                     f"({sorted(description_of(other).unique())}) are not part of acc(k).")
+    untrained = records[records["regime"].isin(TRAINING_REGIMES) & ~(records["n"].fillna(0) >= 1)]
+    if len(untrained):
+        notes.append(f"{len(untrained)} training records with n < 1 or null are not part of acc(n).")
+    return notes
+
+
+def analyze(
+    study_dir, out=None, allow_partial: bool = False, seed: int = 0,
+    settings: AnalysisSettings | dict | None = None,
+) -> Path:
+    """Analyse the stored records of one study; write fits.json, tables, figures, report.md; return OUT."""
+    from analysis import figures, report, results
+
+    started = time.perf_counter()
+    settings = coerce_settings(settings)
+    study = load_study(study_dir, allow_partial=allow_partial, settings=settings)
+    out = Path(out) if out is not None else Path(study_dir) / "analysis"
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    measures = measure_study(study.records, settings, seed)
+    document = results.fits_document(study, measures, settings, seed)
+    (out / "fits.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    tables = results.tables(study, measures)
+    for name, table in tables.items():
+        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+    drawn = figures.draw_all(measures, out / "figures", settings)
+    report.write_report(out / "report.md", study, measures, document, tables, drawn, settings,
+                        wall_s=time.perf_counter() - started)
+    return out

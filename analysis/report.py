@@ -1,0 +1,206 @@
+"""report.md: the study, whether its records were trusted, every measure as a table, the law in plain
+words, the figures, the settings and the analysis wall time.
+
+Input: the loaded study (analysis.load.StudyRecords), its StudyMeasures, the fits.json document, the
+tables (analysis.results.tables) and the figure outcomes (analysis.figures.draw_all).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.load import StudyRecords, describe_cells
+from analysis.settings import AnalysisSettings
+
+
+def number(value, digits: int = 3) -> str:
+    """Short text for a table cell: '-' for missing, integers from 100 up, else `digits` significant."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if not isinstance(value, float):
+        return str(value)
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if abs(value) >= 100 or digits == 0:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
+
+
+def with_interval(value, low, high, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{number(value, digits)} [{number(low, digits)}, {number(high, digits)}]"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "_(no rows)_"
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _cell(value) -> str:
+    text = number(value) if isinstance(value, float) else ("-" if value is None else str(value))
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_report(path: Path, study: StudyRecords, measures, document: dict, tables: dict, drawn: dict,
+                 settings: AnalysisSettings, wall_s: float) -> Path:
+    sections = [
+        _header(study, document, settings),
+        _trust_section(study, measures),
+        _law_section(measures, document),
+        _icl_section(measures, tables),
+        _finetune_section(measures, tables),
+        _exchange_section(tables),
+        _descriptions_section(tables),
+        _figures_section(path.parent, drawn),
+        _settings_section(settings),
+        f"Analysis wall time: {wall_s:.1f} s.\n",
+    ]
+    path.write_text("\n".join(s for s in sections if s))
+    return path
+
+
+def _header(study: StudyRecords, document: dict, settings: AnalysisSettings) -> str:
+    counts = document["records"]
+    by_regime = ", ".join(f"{r}: {c}" for r, c in counts["analysed_by_regime"].items())
+    return (
+        f"# fsv analysis: {study.study}\n\n"
+        f"- study folder: `{study.study_dir}`\n- fsv version of the records: {study.fsv_version}\n"
+        f"- records: {counts['records']} stored, {counts['analysed']} analysed ({by_regime})\n"
+        f"- cells listed in cells.json: {counts['cells_listed'] if counts['cells_json'] else 'cells.json absent'}\n"
+        f"- bootstrap: {settings.bootstrap_resamples} resamples of replicates, seed {document['seed']}, "
+        f"{100 * settings.confidence:g}% intervals\n"
+    )
+
+
+def _trust_section(study: StudyRecords, measures) -> str:
+    lines = ["## Trust\n"]
+    if not len(study.missing) and not len(study.failed):
+        lines.append("Every listed cell has an ok record." if study.cells_listed is not None
+                     else "No cells.json: the records were trusted as the whole study.")
+    if len(study.missing):
+        lines.append(f"- PARTIAL: missing cells (no record): {describe_cells(study.missing)}")
+    if len(study.failed):
+        lines.append(f"- PARTIAL: failed cells (not analysed): {describe_cells(study.failed, errors=True)}")
+    if len(study.missing) or len(study.failed):
+        lines.append("- The full lists are in tables/missing_cells.csv and tables/failed_cells.csv.")
+    lines += [f"- {note}" for note in study.notes + measures.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _law_section(measures, document: dict) -> str:
+    lines = ["## The law: sample need against ICL strength\n"]
+    if not measures.law:
+        lines.append("No training-regime records: sample need, the exchange rate and the law cannot be measured; "
+                     "the in-context measures below stand alone.")
+        return "\n".join(lines) + "\n"
+    for series, law in measures.law.items():
+        lines.append(f"- **{law.verdict}** - {law.sentence}")
+    rows = [{"series": s, "exponent b [replicate CI]": with_interval(e["exponent"], e["ci_low"], e["ci_high"]),
+             "across-model CI": f"[{number(e['ci_models_low'])}, {number(e['ci_models_high'])}]",
+             "prefactor C": number(e["prefactor"]), "R^2": number(e["r2"]), "models": e["n_models"],
+             "usable resamples": number(e["bootstrap_valid_fraction"]), "verdict": e["verdict"],
+             "left out": "; ".join(f"{m}: {r}" for m, r in e["excluded"].items()) or "-"}
+            for s, e in document["law"].items()]
+    lines += ["", "N* = C * S^b, fitted on log N* and log S. The verdict uses the replicate interval "
+              "(every measure refitted per resample); the across-model interval (OLS, the models' scatter "
+              "about the line) is shown for judging how far the law generalises across sizes.", "",
+              markdown_table(pd.DataFrame(rows))]
+    return "\n".join(lines) + "\n"
+
+
+def _icl_section(measures, tables) -> str:
+    if not measures.icl:
+        return "## In-context learning\n\nNo zero-shot or few-shot records.\n"
+    strength = tables["icl_strength"]
+    rows = pd.DataFrame({
+        "model": strength["model"], "params": strength["model_params"].map(lambda p: number(p, 0)),
+        "S (acc per doubling of k)": [with_interval(*r) for r in strength[["icl_strength", "icl_strength_ci_low", "icl_strength_ci_high"]].itertuples(index=False)],
+        "largest k": strength["largest_k"],
+        "chance-normalised gain": [with_interval(*r) for r in strength[["chance_normalised_gain", "chance_normalised_gain_ci_low", "chance_normalised_gain_ci_high"]].itertuples(index=False)],
+        "ICL efficiency vs Bayes": [with_interval(*r) for r in strength[["icl_efficiency", "icl_efficiency_ci_low", "icl_efficiency_ci_high"]].itertuples(index=False)],
+    })
+    return ("## In-context learning\n\n### ICL strength\n\n" + markdown_table(rows)
+            + "\n\n### acc(k)\n\n" + markdown_table(_wide(tables["acc_k"], "k")) + "\n")
+
+
+def _wide(table: pd.DataFrame, level: str, extra_index: tuple = ()) -> pd.DataFrame:
+    """model (x series) by level, cells 'mean [low, high]'."""
+    cells = table.assign(cell=[with_interval(a, lo, hi) for a, lo, hi in
+                               table[["accuracy", "ci_low", "ci_high"]].itertuples(index=False)])
+    index = [*extra_index, "model"]
+    wide = cells.pivot_table(index=index, columns=level, values="cell", aggfunc="first", sort=False)
+    wide.columns = [f"{level}={c:g}" for c in wide.columns]
+    return wide.reset_index().fillna("-")
+
+
+def _finetune_section(measures, tables) -> str:
+    if not measures.finetune:
+        return ""
+    need = tables["sample_need"]
+    need_rows = pd.DataFrame({
+        "series": need["series"], "model": need["model"],
+        "N*": [with_interval(*r, digits=3) for r in need[["n_star", "ci_low", "ci_high"]].itertuples(index=False)],
+        "target acc": need["target_accuracy"].map(number),
+        "resamples reached": need["resamples_reached"].map(number),
+        "reason": need.get("reason", pd.Series("-", index=need.index)).fillna("-"),
+    })
+    fits = tables["finetune_fits"]
+    fit_columns = [c for c in ("series", "model", "upper", "midpoint_n", "slope_per_doubling", "rmse", "converged",
+                               "starts_at_best", "starts", "bootstrap_converged_fraction") if c in fits]
+    return ("## Fine-tuning\n\n### Sample need\n\n" + markdown_table(need_rows)
+            + "\n\n### Fitted acc(n) curves\n\n" + markdown_table(fits[fit_columns])
+            + "\n\n### acc(n)\n\n" + markdown_table(_wide(tables["acc_n"], "n", ("series",))) + "\n")
+
+
+def _exchange_section(tables) -> str:
+    table = tables.get("exchange_rate")
+    if table is None or table.empty:
+        return ""
+    rows = pd.DataFrame({
+        "series": table["series"], "model": table["model"], "k": table["k"],
+        "k-shot acc": table["accuracy_k"].map(number),
+        "matching n": [with_interval(*r) for r in table[["n", "n_ci_low", "n_ci_high"]].itertuples(index=False)],
+        "n per shot": [with_interval(*r) for r in table[["n_per_shot", "n_per_shot_ci_low", "n_per_shot_ci_high"]].itertuples(index=False)],
+        "reason": table.get("reason", pd.Series("-", index=table.index)).fillna("-"),
+    })
+    return "## Shot exchange rate\n\n" + markdown_table(rows) + "\n"
+
+
+def _descriptions_section(tables) -> str:
+    table = tables.get("zero_shot_descriptions")
+    if table is None or table.empty:
+        return ""
+    return "## Zero-shot accuracy by description\n\n" + markdown_table(_description_wide(table)) + "\n"
+
+
+def _description_wide(table: pd.DataFrame) -> pd.DataFrame:
+    cells = table.assign(cell=[with_interval(a, lo, hi) for a, lo, hi in
+                               table[["accuracy", "ci_low", "ci_high"]].itertuples(index=False)])
+    wide = cells.pivot_table(index=["source", "model"], columns="description", values="cell",
+                             aggfunc="first", sort=False)
+    wide.columns = [f"description {c}" for c in wide.columns]
+    return wide.reset_index().fillna("-")
+
+
+def _figures_section(out: Path, drawn: dict) -> str:
+    lines = ["## Figures\n"]
+    for name, outcome in drawn.items():
+        if "files" in outcome:
+            paths = ", ".join(f"`{p.relative_to(out)}`" for p in outcome["files"])
+            lines.append(f"- {name}: {paths}")
+        else:
+            lines.append(f"- {name}: skipped - {outcome['skipped']}")
+    return "\n".join(lines) + "\n"
+
+
+def _settings_section(settings: AnalysisSettings) -> str:
+    rows = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in settings.to_dict().items()])
+    return "## Settings\n\n" + markdown_table(rows) + "\n"

@@ -33,6 +33,9 @@ class Skip(Exception):
 
 def draw_all(measures, folder: Path, settings: AnalysisSettings) -> dict[str, dict]:
     """{figure: {"files": [paths]} or {"skipped": reason}} for every figure, in FIGURES order."""
+    for name in FIGURES:  # a figure skipped now must not survive from an earlier analysis
+        for suffix in (".pdf", ".png"):
+            (Path(folder) / f"{name}{suffix}").unlink(missing_ok=True)
     drawn = {}
     if not settings.figures:
         return {name: {"skipped": "figures switched off (settings.figures = False)"} for name in FIGURES}
@@ -212,7 +215,7 @@ def zero_shot_descriptions(measures, settings):
     if table.empty:
         raise Skip("no zero-shot records and no acc_none/acc_model/acc_human after instruction tuning or RLHF")
     sources = [s for s in ("base", "instruction_tuning", "rlhf") if (table["source"] == s).any()]
-    figure, axes = style.panels(len(sources))
+    figure, axes = style.panels(len(sources), sharey=True)
     models = [m for m in measures.models if (table["model"] == m).any()]
     positions = {m: i for i, m in enumerate(models)}
     for axis, source in zip(axes, sources):
@@ -227,6 +230,7 @@ def zero_shot_descriptions(measures, settings):
         axis.set_xlim(-0.5, len(models) - 0.5)
         axis.set_xlabel("model (ordered by parameter count)")
         axis.set_ylabel("zero-shot accuracy")
+        axis.tick_params(axis="y", labelleft=True)
         axis.set_title({"base": "base model", "instruction_tuning": "after instruction tuning",
                         "rlhf": "after RLHF"}[source] + _largest_n(table, source))
     _legend_below(figure, axes)

@@ -69,6 +69,12 @@ def fit_law(
         _across_models_interval(result, log_s, log_n, settings)
         _bootstrap_law(result, strength, need, settings)
     result.verdict, result.sentence = verdict(result, settings)
+    if result.verdict == "supported" and not result.ci_models_high < 0:
+        result.sentence += (
+            f" The across-model interval ({result.ci_models_low:.2f} to {result.ci_models_high:.2f}), from the "
+            "models' scatter about the line, includes 0: with these few sizes the law is not yet shown to "
+            "hold beyond them."
+        )
     return result
 
 

@@ -84,7 +84,8 @@ def load_study(
 def read_cells(study_dir: Path, records: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]:
     path = study_dir / "cells.json"
     if not path.exists():
-        return None, [f"{path} is absent: the records were trusted as the whole study (missing cells cannot be detected)."]
+        return None, [f"{path} is absent: the records were trusted as the whole study "
+                      "(missing cells cannot be detected)."]
     try:
         listing = json.loads(path.read_text())
         cells = pd.DataFrame(listing["cells"])

@@ -133,21 +133,31 @@ class FinetuneResult:
 
 def finetune_measures(curve: Curve, weights: np.ndarray, settings: AnalysisSettings) -> FinetuneResult:
     acc = level_means(curve, weights, settings)
+    if not np.isfinite(curve.chance):
+        return _unfitted(acc, "chance accuracy is not recorded, so the curve has no floor", weights, settings)
     log2_n = np.log2(curve.levels)
-    target = float(accuracy_at_normalised(settings.target_normalised_accuracy, curve.chance))
-    n_range = (float(curve.levels.min()), float(curve.levels.max()))
+    target, n_range = _target_and_range(curve, settings)
     fit = fit_saturating(log2_n, acc.mean, curve.chance, settings)
     if fit is None:
         reason = f"{int(np.isfinite(acc.mean).sum())} n level(s) measured; the curve has 3 parameters"
-        empty = np.full((len(weights), 3), np.nan)
-        need = Estimate.missing(reason, len(weights))
-        return FinetuneResult(acc, None, empty, 0.0, 0, target, need, n_range)
+        return _unfitted(acc, reason, weights, settings)
     batch = fit_saturating_batch(log2_n, acc.samples, curve.chance, fit.params, settings)
     need_samples = n_reaching(target, batch.params, curve.chance, n_range, settings)
     need_point = n_reaching(target, fit.params[None, :], curve.chance, n_range, settings)[0]
     reason = _need_reason(need_point, fit, target, n_range, settings)
     need = _censored_estimate(need_point, need_samples, settings, interval_df(curve, settings), reason)
     return FinetuneResult(acc, fit, batch.params, float(batch.converged.mean()), batch.refitted, target, need, n_range)
+
+
+def _target_and_range(curve: Curve, settings: AnalysisSettings) -> tuple[float, tuple[float, float]]:
+    target = float(accuracy_at_normalised(settings.target_normalised_accuracy, curve.chance))
+    return target, (float(curve.levels.min()), float(curve.levels.max()))
+
+
+def _unfitted(acc: LevelMeans, reason: str, weights, settings) -> FinetuneResult:
+    target, n_range = _target_and_range(acc.curve, settings)
+    empty = np.full((len(weights), 3), np.nan)
+    return FinetuneResult(acc, None, empty, 0.0, 0, target, Estimate.missing(reason, len(weights)), n_range)
 
 
 def n_reaching(accuracy, params: np.ndarray, chance: float, n_range, settings: AnalysisSettings) -> np.ndarray:

@@ -23,7 +23,7 @@ from analysis.measures import (
 )
 from analysis.series import (
     DESCRIPTION_VARIANTS, ICL_REGIMES, TRAINING_REGIMES, description_of, icl_rows, main_series_rows,
-    model_order, training_rows,
+    model_order, series_order, training_rows,
 )
 from analysis.settings import AnalysisSettings, coerce_settings
 
@@ -50,7 +50,7 @@ def measure_study(records: pd.DataFrame, settings: AnalysisSettings, seed: int) 
     result = StudyMeasures(models, params, notes=_set_aside_notes(records, settings))
     result.icl = _icl_by_model(icl_rows(records, settings), models, resampler, settings)
     training = training_rows(records)
-    for series in sorted(training["series"].unique()):
+    for series in series_order(training["series"]):
         rows = training[training["series"] == series]
         result.finetune[series] = _finetune_by_model(rows, models, resampler, settings)
     for series, by_model in result.finetune.items():
@@ -61,7 +61,22 @@ def measure_study(records: pd.DataFrame, settings: AnalysisSettings, seed: int) 
         need = {m: ft.sample_need for m, ft in by_model.items()}
         result.law[series] = fit_law(series, strength, need, settings)
     result.descriptions = description_accuracies(records, training, models, params, resampler, settings)
+    result.notes += _fit_notes(result)
     return result
+
+
+def _fit_notes(result: StudyMeasures) -> list[str]:
+    """Say where a fine-tuning fit did not converge, at the point or in its resamples."""
+    notes = []
+    for series, by_model in result.finetune.items():
+        for model, ft in by_model.items():
+            if ft.fit is not None and not ft.fit.converged:
+                notes.append(f"{series}/{model}: the acc(n) fit did not converge ({ft.fit.message}); "
+                             "treat it with care.")
+            if ft.fit is not None and ft.boot_converged < 0.99:
+                notes.append(f"{series}/{model}: {100 * (1 - ft.boot_converged):.1f}% of resampled acc(n) fits "
+                             "did not converge.")
+    return notes
 
 
 def _icl_by_model(rows, models, resampler, settings) -> dict[str, IclResult]:
@@ -130,7 +145,8 @@ def _set_aside_notes(records: pd.DataFrame, settings: AnalysisSettings) -> list[
         )
     unknown = records[~records["regime"].isin(ICL_REGIMES + TRAINING_REGIMES)]
     if len(unknown):
-        notes.append(f"{len(unknown)} records of unknown regimes {sorted(unknown['regime'].unique())} were not analysed.")
+        regimes = sorted(unknown["regime"].astype(str).unique())
+        notes.append(f"{len(unknown)} records of unknown regimes {regimes} were not analysed.")
     few = records[records["regime"] == "few_shot"]
     other = few[description_of(few) != settings.icl_description]
     if len(other):
@@ -158,6 +174,8 @@ def analyze(
     document = results.fits_document(study, measures, settings, seed)
     (out / "fits.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     tables = results.tables(study, measures)
+    for name in results.TABLES:  # a table absent now (e.g. missing_cells) must not survive from before
+        (out / "tables" / f"{name}.csv").unlink(missing_ok=True)
     for name, table in tables.items():
         table.to_csv(out / "tables" / f"{name}.csv", index=False)
     drawn = figures.draw_all(measures, out / "figures", settings)

@@ -35,6 +35,12 @@ def with_interval(value, low, high, digits: int = 3) -> str:
     return f"{number(value, digits)} [{number(low, digits)}, {number(high, digits)}]"
 
 
+def intervals(table: pd.DataFrame, name: str, low: str | None = None, high: str | None = None) -> list[str]:
+    """'value [low, high]' per row, from columns name, name_ci_low, name_ci_high (or those given)."""
+    columns = [name, low or f"{name}_ci_low", high or f"{name}_ci_high"]
+    return [with_interval(*row) for row in table[columns].itertuples(index=False)]
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "_(no rows)_"
@@ -83,8 +89,8 @@ def _header(study: StudyRecords, document: dict, settings: AnalysisSettings) -> 
 def _trust_section(study: StudyRecords, measures) -> str:
     lines = ["## Trust\n"]
     if not len(study.missing) and not len(study.failed):
-        lines.append("Every listed cell has an ok record." if study.cells_listed is not None
-                     else "No cells.json: the records were trusted as the whole study.")
+        lines.append("Every listed cell has an ok record.\n" if study.cells_listed is not None
+                     else "No cells.json: the records were trusted as the whole study.\n")
     if len(study.missing):
         lines.append(f"- PARTIAL: missing cells (no record): {describe_cells(study.missing)}")
     if len(study.failed):
@@ -122,10 +128,10 @@ def _icl_section(measures, tables) -> str:
     strength = tables["icl_strength"]
     rows = pd.DataFrame({
         "model": strength["model"], "params": strength["model_params"].map(lambda p: number(p, 0)),
-        "S (acc per doubling of k)": [with_interval(*r) for r in strength[["icl_strength", "icl_strength_ci_low", "icl_strength_ci_high"]].itertuples(index=False)],
+        "S (acc per doubling of k)": intervals(strength, "icl_strength"),
         "largest k": strength["largest_k"],
-        "chance-normalised gain": [with_interval(*r) for r in strength[["chance_normalised_gain", "chance_normalised_gain_ci_low", "chance_normalised_gain_ci_high"]].itertuples(index=False)],
-        "ICL efficiency vs Bayes": [with_interval(*r) for r in strength[["icl_efficiency", "icl_efficiency_ci_low", "icl_efficiency_ci_high"]].itertuples(index=False)],
+        "chance-normalised gain": intervals(strength, "chance_normalised_gain"),
+        "ICL efficiency vs Bayes": intervals(strength, "icl_efficiency"),
     })
     return ("## In-context learning\n\n### ICL strength\n\n" + markdown_table(rows)
             + "\n\n### acc(k)\n\n" + markdown_table(_wide(tables["acc_k"], "k")) + "\n")
@@ -147,7 +153,7 @@ def _finetune_section(measures, tables) -> str:
     need = tables["sample_need"]
     need_rows = pd.DataFrame({
         "series": need["series"], "model": need["model"],
-        "N*": [with_interval(*r, digits=3) for r in need[["n_star", "ci_low", "ci_high"]].itertuples(index=False)],
+        "N*": intervals(need, "n_star", "ci_low", "ci_high"),
         "target acc": need["target_accuracy"].map(number),
         "resamples reached": need["resamples_reached"].map(number),
         "reason": need.get("reason", pd.Series("-", index=need.index)).fillna("-"),
@@ -167,8 +173,8 @@ def _exchange_section(tables) -> str:
     rows = pd.DataFrame({
         "series": table["series"], "model": table["model"], "k": table["k"],
         "k-shot acc": table["accuracy_k"].map(number),
-        "matching n": [with_interval(*r) for r in table[["n", "n_ci_low", "n_ci_high"]].itertuples(index=False)],
-        "n per shot": [with_interval(*r) for r in table[["n_per_shot", "n_per_shot_ci_low", "n_per_shot_ci_high"]].itertuples(index=False)],
+        "matching n": intervals(table, "n", "n_ci_low", "n_ci_high"),
+        "n per shot": intervals(table, "n_per_shot"),
         "reason": table.get("reason", pd.Series("-", index=table.index)).fillna("-"),
     })
     return "## Shot exchange rate\n\n" + markdown_table(rows) + "\n"

@@ -58,8 +58,8 @@ def definitions(settings: AnalysisSettings) -> dict[str, str]:
                  "sigmoid(slope * (log2 n - midpoint)), upper <= 1, bounded, "
                  f"{settings.robust_loss} loss (scale {settings.loss_scale}), multi-start",
         "sample_need": f"n where the fitted acc(n) first reaches chance-normalised accuracy "
-                       f"{settings.target_normalised_accuracy}; null outside [n_min / {settings.extrapolation_factor:g}, "
-                       f"n_max * {settings.extrapolation_factor:g}]",
+                       f"{settings.target_normalised_accuracy}; null outside "
+                       f"[n_min / {settings.extrapolation_factor:g}, n_max * {settings.extrapolation_factor:g}]",
         "exchange_rate": "for each k >= 1, the n where the fitted acc(n) equals k-shot accuracy, and n / k",
         "law": "least squares of log N* on log S across models; exponent interval from refitting every "
                "resample (df pooled over models by Welch-Satterthwaite); supported if the interval lies below 0, "
@@ -100,7 +100,9 @@ def estimate_entry(estimate: Estimate, value_key: str = "value") -> dict:
 
 def whole(value: float):
     """An integral float (a count of examples or parameters) as int; anything else unchanged."""
-    return int(value) if isinstance(value, (float, np.floating)) and np.isfinite(value) and value == int(value) else value
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and value == int(value):
+        return int(value)
+    return value
 
 
 def _curve_points(acc: LevelMeans, level: str) -> list[dict]:
@@ -119,7 +121,8 @@ def _model_entry(model: str, measures) -> dict:
         entry["chance"] = icl.acc.curve.chance
         entry["acc_k"] = _curve_points(icl.acc, "k")
         entry["icl_strength"] = estimate_entry(icl.strength) | {
-            "unit": "accuracy per doubling of k", "k_fit": [whole(k) for k in icl.k_fit], "accuracy_at_k1": icl.intercept}
+            "unit": "accuracy per doubling of k", "k_fit": [whole(k) for k in icl.k_fit],
+            "accuracy_at_k1": icl.intercept}
         entry["chance_normalised_gain"] = estimate_entry(icl.gain) | {"k": whole(icl.largest_k)}
         bayes = icl.acc.curve.bayes[icl.acc.curve.levels == icl.largest_k]
         entry["icl_efficiency"] = estimate_entry(icl.efficiency) | {
@@ -174,6 +177,10 @@ def law_entry(law: LawResult) -> dict:
     }
 
 
+TABLES = ("records", "missing_cells", "failed_cells", "acc_k", "icl_strength", "acc_n", "finetune_fits",
+          "sample_need", "exchange_rate", "law", "zero_shot_descriptions")
+
+
 def tables(study: StudyRecords, measures) -> dict[str, pd.DataFrame]:
     """Every table of the report, long form, one row per model (x level / series)."""
     out = {"records": _records_table(study)}
@@ -208,10 +215,10 @@ def _records_table(study: StudyRecords) -> pd.DataFrame:
 def _levels_table(by_model: dict[str, LevelMeans], level: str, measures) -> pd.DataFrame:
     rows = []
     for model, acc in by_model.items():
-        for point in _curve_points(acc, level):
+        replicates = np.isfinite(acc.curve.values).sum(axis=0)
+        for point, count in zip(_curve_points(acc, level), replicates):
             rows.append({"model": model, "model_params": measures.params[model], **point,
-                         "replicates": int(np.isfinite(acc.curve.values[:, list(acc.curve.levels).index(point[level])]).sum()),
-                         "chance": acc.curve.chance})
+                         "replicates": int(count), "chance": acc.curve.chance})
     return pd.DataFrame(rows)
 
 

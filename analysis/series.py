@@ -48,6 +48,15 @@ def training_rows(records: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(series=names.reindex(rows.index))
 
 
+def series_order(names) -> list[str]:
+    """Series in the order of TRAINING_REGIMES (many examples to few), plain names before variants."""
+    def key(name: str):
+        regime = name.split(":")[0]
+        rank = TRAINING_REGIMES.index(regime) if regime in TRAINING_REGIMES else len(TRAINING_REGIMES)
+        return rank, ":" in name, name
+    return sorted(set(names), key=key)
+
+
 def _series_names(rows: pd.DataFrame) -> pd.Series:
     regime = rows["regime"].iloc[0]
     layout = rows["layout"].fillna("single").astype(str)

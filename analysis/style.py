@@ -49,12 +49,12 @@ def context():
         yield
 
 
-def panels(count: int, max_columns: int = 3) -> tuple[Figure, list]:
+def panels(count: int, max_columns: int = 3, sharey: bool = False) -> tuple[Figure, list]:
     columns = min(count, max_columns)
     rows = math.ceil(count / columns)
     figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=sharey).ravel().tolist()
     for extra in axes[count:]:
         extra.set_visible(False)
     return figure, axes[:count]
@@ -98,7 +98,12 @@ def plain_log_labels(axis, which: str = "xy") -> None:
     for name in which:
         target = axis.xaxis if name == "x" else axis.yaxis
         target.set_major_formatter(formatter)
-        target.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if _leading_digit(value) in (2, 5) else ""))
+        target.set_minor_formatter(FuncFormatter(_minor_label))
+
+
+def _minor_label(value: float, _position) -> str:
+    """Label the 2s and 5s between decades; leave the other minor ticks bare."""
+    return f"{value:g}" if _leading_digit(value) in (2, 5) else ""
 
 
 def _leading_digit(value: float) -> int:

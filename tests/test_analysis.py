@@ -192,6 +192,7 @@ def test_fits_json_follows_the_contract(analysed):
         assert {"exponent", "ci_low", "ci_high", "r2", "n_models", "verdict", "sentence"} <= set(law)
         assert law["n_models"] == 3 and law["verdict"] in ("supported", "contradicted", "inconclusive")
     assert list(fits["models"]) == ["tiny", "small", "medium"]  # ordered by parameter count
+    assert list(fits["law"]) == ["sft:packed", "instruction_tuning", "rlhf"]  # in TRAINING_REGIMES order
     for model in fits["models"].values():
         assert isinstance(model["model_params"], int)
         for measure in ("icl_strength", "icl_efficiency", "chance_normalised_gain"):
@@ -233,6 +234,9 @@ def test_in_context_only_study_analyses_and_skips_the_rest(tmp_path):
     spec = SyntheticSpec(models=("a", "b", "c"), params=(1, 2, 3), strengths=(0.02, 0.05, 0.1), laws=(),
                          seeds=(0, 1, 2), tasks=("t",), ks=(0, 1, 2, 8))
     write_synthetic_study(tmp_path / "icl", spec)
+    stale = tmp_path / "icl" / "analysis" / "figures" / "finetune_curves.pdf"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"%PDF- from an earlier analysis")
     out = analyze(tmp_path / "icl", settings=AnalysisSettings(bootstrap_resamples=50, dpi=100))
     fits = strict_json(out / "fits.json")
     assert fits["law"] == {} and fits["models"]["c"]["icl_strength"]["value"] > 0

@@ -22,13 +22,17 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.settings import AnalysisSettings
+from fsv.errors import FsvError
 
 EXAMPLES_IN_MESSAGES = 5
-COMPARED_CELL_KEYS = ("model", "regime", "task", "description", "k", "n", "seed")
+COMPARED_CELL_KEYS = ("model", "regime", "task", "description", "k", "n", "seed", "pretrain_seed", "layout",
+                      "prompt_tokens", "tasks_trained")
 
 
-class TrustError(Exception):
-    """The stored records cannot be analysed as one study; the message says which and why."""
+class TrustError(FsvError):
+    """The stored records cannot be analysed as one study; the message says which and why.
+
+    An FsvError, so the fsv CLI and the study driver report it like any refusal (no traceback)."""
 
 
 @dataclass

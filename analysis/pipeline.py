@@ -22,7 +22,8 @@ from analysis.measures import (
     ExchangePoint, FinetuneResult, IclResult, exchange_rate, finetune_measures, icl_measures, level_means,
 )
 from analysis.series import (
-    DESCRIPTION_VARIANTS, ICL_REGIMES, TRAINING_REGIMES, description_of, icl_rows, main_series_rows,
+    DESCRIPTION_VARIANTS, ICL_REGIMES, TRAINING_REGIMES, description_of, icl_description, icl_rows,
+    main_series_rows,
     model_order, series_order, training_rows,
 )
 from analysis.settings import AnalysisSettings, coerce_settings
@@ -35,6 +36,7 @@ FEW_REPLICATES = 5  # below this, intervals are flagged as approximate in the re
 class StudyMeasures:
     models: list[str]
     params: dict[str, float]
+    icl_description: str = "none"  # the description variant of acc(k)
     icl: dict[str, IclResult] = field(default_factory=dict)
     finetune: dict[str, dict[str, FinetuneResult]] = field(default_factory=dict)  # series -> model
     exchange: dict[str, dict[str, list[ExchangePoint]]] = field(default_factory=dict)
@@ -47,8 +49,9 @@ def measure_study(records: pd.DataFrame, settings: AnalysisSettings, seed: int) 
     models, params = model_order(records)
     replicates = records.assign(_r=replicate_key(records)).groupby("model")["_r"].apply(list).to_dict()
     resampler = Resampler(replicates, settings.bootstrap_resamples, seed, settings.resampling)
-    result = StudyMeasures(models, params, notes=_set_aside_notes(records, settings))
-    result.icl = _icl_by_model(icl_rows(records, settings), models, resampler, settings)
+    description = icl_description(records, settings)
+    result = StudyMeasures(models, params, description, notes=_set_aside_notes(records, description))
+    result.icl = _icl_by_model(icl_rows(records, description), models, resampler, settings)
     training = training_rows(records)
     for series in series_order(training["series"]):
         rows = training[training["series"] == series]
@@ -132,7 +135,7 @@ def _description_row(source, model, variant, subset, column, n, resampler, setti
     }]
 
 
-def _set_aside_notes(records: pd.DataFrame, settings: AnalysisSettings) -> list[str]:
+def _set_aside_notes(records: pd.DataFrame, description: str) -> list[str]:
     notes = []
     replicates = records.assign(_r=replicate_key(records)).groupby("model")["_r"].nunique()
     few = replicates[replicates < FEW_REPLICATES]
@@ -148,9 +151,9 @@ def _set_aside_notes(records: pd.DataFrame, settings: AnalysisSettings) -> list[
         regimes = sorted(unknown["regime"].astype(str).unique())
         notes.append(f"{len(unknown)} records of unknown regimes {regimes} were not analysed.")
     few = records[records["regime"] == "few_shot"]
-    other = few[description_of(few) != settings.icl_description]
+    other = few[description_of(few) != description]
     if len(other):
-        notes.append(f"{len(other)} few-shot records with a description other than {settings.icl_description!r} "
+        notes.append(f"{len(other)} few-shot records with a description other than {description!r} "
                      f"({sorted(description_of(other).unique())}) are not part of acc(k).")
     untrained = records[records["regime"].isin(TRAINING_REGIMES) & ~(records["n"].fillna(0) >= 1)]
     if len(untrained):

@@ -42,7 +42,7 @@ def json_safe(value):
     return str(value)
 
 
-def definitions(settings: AnalysisSettings) -> dict[str, str]:
+def definitions(settings: AnalysisSettings, measures) -> dict[str, str]:
     pct = f"{100 * settings.confidence:g}%"
     k_range = f"[{settings.icl_k_min}, {settings.icl_k_max or 'largest k'}]"
     return {
@@ -50,7 +50,7 @@ def definitions(settings: AnalysisSettings) -> dict[str, str]:
         "interval": f"{pct} {'expanded ' if settings.expand_intervals else ''}percentile interval over "
                     f"{settings.bootstrap_resamples} {settings.resampling} resamples of replicates, drawn per model "
                     "and shared by all of that model's measures",
-        "acc_k": f"few-shot accuracy (description {settings.icl_description!r}); k = 0 is zero-shot",
+        "acc_k": f"few-shot accuracy (description {measures.icl_description!r}); k = 0 is zero-shot with it",
         "icl_strength": f"least-squares slope of acc(k) on log2 k over k in {k_range}: accuracy per doubling",
         "chance_normalised_gain": "(acc - chance) / (1 - chance) at the largest k",
         "icl_efficiency": "(acc - chance) / (bayes_accuracy - chance) at the largest k",
@@ -75,7 +75,8 @@ def fits_document(study: StudyRecords, measures, settings: AnalysisSettings, see
         "seed": seed,
         "records": study.counts(),
         "settings": settings.to_dict(),
-        "definitions": definitions(settings),
+        "definitions": definitions(settings, measures),
+        "icl_description": measures.icl_description,
         "models": {m: _model_entry(m, measures) for m in measures.models},
         "exchange_rate": {
             series: {m: [_exchange_entry(p) for p in points] for m, points in by_model.items()}

@@ -2,8 +2,9 @@
 
 Input: ok records (columns of `fsv.records.SCHEMA`).
 
-- acc(k): `few_shot` rows with k >= 1 and `zero_shot` rows (k = 0), both with the description variant
-  `settings.icl_description` (default "none"; a null description counts as "none").
+- acc(k): `few_shot` rows with k >= 1 and `zero_shot` rows (k = 0), both with one description
+  variant (a null description counts as "none"): `settings.icl_description`, or with "auto" (the
+  default) the variant the study's few-shot rows carry ("none" when they carry several).
 - acc(n): rows of a training regime. A series is one regime under one set of qualifiers; the regime's
   default qualifiers give the plain name, any other value adds a suffix, in this order:
     layout         default "single" (null counts as single)           -> "sft:packed"
@@ -31,9 +32,19 @@ def description_of(rows: pd.DataFrame) -> pd.Series:
     return rows["description"].fillna("none").astype(str)
 
 
-def icl_rows(records: pd.DataFrame, settings: AnalysisSettings) -> pd.DataFrame:
+def icl_description(records: pd.DataFrame, settings: AnalysisSettings) -> str:
+    """The description variant acc(k) is measured under (resolves "auto")."""
+    if settings.icl_description != "auto":
+        return settings.icl_description
+    variants = set(description_of(records[records["regime"] == "few_shot"]))
+    if len(variants) == 1:
+        return variants.pop()
+    return "none"
+
+
+def icl_rows(records: pd.DataFrame, description: str) -> pd.DataFrame:
     k = records["k"].fillna(0)
-    described = description_of(records) == settings.icl_description
+    described = description_of(records) == description
     few_shot = (records["regime"] == "few_shot") & (k >= 1)
     zero_shot = (records["regime"] == "zero_shot") & (k == 0)
     return records[(few_shot | zero_shot) & described].assign(k=k)

@@ -28,7 +28,9 @@ class AnalysisSettings:
     icl_k_min: int = field(default=1, metadata={"help": "smallest k in the ICL strength fit (>= 1: log2 k)"})
     icl_k_max: int | None = field(default=None, metadata={"help": "largest k in the fit; None = all"})
     icl_description: str = field(
-        default="none", metadata={"help": "description variant of the few-shot rows used for acc(k)"}
+        default="auto",
+        metadata={"help": "description variant of the rows used for acc(k): none, model, human, or auto "
+                          "(the few-shot rows' own variant; none where several)"},
     )
     target_normalised_accuracy: float = field(
         default=0.5,
@@ -69,6 +71,8 @@ class AnalysisSettings:
         _require(0 < self.confidence < 1, "confidence", self.confidence, "a number in (0, 1)")
         _require(self.resampling in ("bootknife", "bootstrap"), "resampling", self.resampling,
                  "bootknife, bootstrap")
+        _require(self.icl_description in ("auto", "none", "model", "human"), "icl_description",
+                 self.icl_description, "auto, none, model, human")
         _require(self.icl_k_min >= 1, "icl_k_min", self.icl_k_min, "an int >= 1 (log2 k needs k >= 1)")
         _require(
             self.icl_k_max is None or self.icl_k_max > self.icl_k_min,

@@ -327,3 +327,15 @@ def test_settings_refuse_bad_values_naming_the_field():
         AnalysisSettings(confidence=1.5)
     with pytest.raises(ValueError, match="unknown analysis setting.*bootstrap_samples"):
         AnalysisSettings.from_dict({"bootstrap_samples": 10})
+
+
+def test_acc_k_follows_the_description_of_the_few_shot_rows():
+    frame = records_frame(SyntheticSpec(laws=(), seeds=(0, 1, 2), tasks=("t",)), 0)
+    frame.loc[frame["regime"] == "few_shot", "description"] = "model"
+    measures = measure_study(frame, FAST, seed=0)
+    assert measures.icl_description == "model"
+    icl = measures.icl["syn-xl"]
+    model_view = frame[(frame["model"] == "syn-xl") & (frame["description"] == "model") & (frame["k"] == 0)]
+    assert icl.acc.curve.levels[0] == 0 and icl.acc.mean[0] == pytest.approx(model_view["accuracy"].mean())
+    assert any("description other than" in note for note in
+               measure_study(frame, AnalysisSettings(bootstrap_resamples=20, icl_description="none"), 0).notes)

@@ -139,7 +139,13 @@ def _least_squares(x, y, chance, start, low, high, settings: AnalysisSettings):
 class BatchFit:
     params: np.ndarray  # (B, 3), NaN where the resample could not be fitted
     converged: np.ndarray  # (B,) bool
+    fittable: np.ndarray  # (B,) bool: the resample measured >= 3 levels
     refitted: int  # resamples that needed the scipy multi-start fallback
+
+    @property
+    def converged_fraction(self) -> float:
+        """Converged share of the fittable resamples (NaN when none is fittable)."""
+        return float(self.converged[self.fittable].mean()) if self.fittable.any() else float("nan")
 
 
 def fit_saturating_batch(
@@ -161,7 +167,7 @@ def fit_saturating_batch(
         fit = fit_saturating(x, distinct[row], chance, settings, extra_starts=[np.clip(start, low, high)])
         params[row], converged[row] = fit.params, fit.converged
     inverse = inverse.ravel()
-    return BatchFit(params[inverse], converged[inverse], int(np.isin(inverse, stuck).sum()))
+    return BatchFit(params[inverse], converged[inverse], fittable[inverse], int(np.isin(inverse, stuck).sum()))
 
 
 def _robust_weights(residual: np.ndarray, settings: AnalysisSettings):

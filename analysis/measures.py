@@ -124,7 +124,8 @@ class FinetuneResult:
     acc: LevelMeans
     fit: CurveFit | None
     boot_params: np.ndarray = field(repr=False)  # (B, 3) upper, midpoint, slope
-    boot_converged: float  # fraction of resamples whose fit converged
+    boot_converged: float  # fraction of the fittable resamples whose fit converged
+    boot_fittable: float  # fraction of resamples with >= 3 n levels measured
     boot_refitted: int  # resamples that needed the multi-start fallback
     target_accuracy: float
     sample_need: Estimate
@@ -146,7 +147,8 @@ def finetune_measures(curve: Curve, weights: np.ndarray, settings: AnalysisSetti
     need_point = n_reaching(target, fit.params[None, :], curve.chance, n_range, settings)[0]
     reason = _need_reason(need_point, fit, target, n_range, settings)
     need = _censored_estimate(need_point, need_samples, settings, interval_df(curve, settings), reason)
-    return FinetuneResult(acc, fit, batch.params, float(batch.converged.mean()), batch.refitted, target, need, n_range)
+    return FinetuneResult(acc, fit, batch.params, batch.converged_fraction, float(batch.fittable.mean()),
+                          batch.refitted, target, need, n_range)
 
 
 def _target_and_range(curve: Curve, settings: AnalysisSettings) -> tuple[float, tuple[float, float]]:
@@ -157,7 +159,7 @@ def _target_and_range(curve: Curve, settings: AnalysisSettings) -> tuple[float, 
 def _unfitted(acc: LevelMeans, reason: str, weights, settings) -> FinetuneResult:
     target, n_range = _target_and_range(acc.curve, settings)
     empty = np.full((len(weights), 3), np.nan)
-    return FinetuneResult(acc, None, empty, 0.0, 0, target, Estimate.missing(reason, len(weights)), n_range)
+    return FinetuneResult(acc, None, empty, np.nan, 0.0, 0, target, Estimate.missing(reason, len(weights)), n_range)
 
 
 def n_reaching(accuracy, params: np.ndarray, chance: float, n_range, settings: AnalysisSettings) -> np.ndarray:

@@ -79,6 +79,9 @@ def _fit_notes(result: StudyMeasures) -> list[str]:
             if ft.fit is not None and ft.boot_converged < 0.99:
                 notes.append(f"{series}/{model}: {100 * (1 - ft.boot_converged):.1f}% of resampled acc(n) fits "
                              "did not converge.")
+            if ft.fit is not None and ft.boot_fittable < 1:
+                notes.append(f"{series}/{model}: {100 * (1 - ft.boot_fittable):.1f}% of resamples measured fewer "
+                             "than 3 n levels (a replicate lacks some n) and give no curve.")
     return notes
 
 

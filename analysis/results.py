@@ -142,7 +142,8 @@ def _model_entry(model: str, measures) -> dict:
 def _finetune_entry(result: FinetuneResult) -> dict:
     return {
         "fit": result.fit.to_json() if result.fit else None,
-        "bootstrap": {"converged_fraction": result.boot_converged, "refitted_multistart": result.boot_refitted},
+        "bootstrap": {"converged_fraction": result.boot_converged, "fittable_fraction": result.boot_fittable,
+                      "refitted_multistart": result.boot_refitted},
         "replicates": len(result.acc.curve.replicates),
         "acc_n": _curve_points(result.acc, "n"),
     }
@@ -241,6 +242,7 @@ def _finetune_table(measures) -> pd.DataFrame:
             fit = result.fit.to_json() if result.fit else {"message": "not fitted"}
             rows.append({"series": series, "model": model, "model_params": measures.params[model], **fit,
                          "bootstrap_converged_fraction": result.boot_converged,
+                         "bootstrap_fittable_fraction": result.boot_fittable,
                          "bootstrap_refitted_multistart": result.boot_refitted})
     return pd.DataFrame(rows)
 

@@ -1,12 +1,14 @@
 """Serialise a StudyMeasures: the fits.json document and one pandas table per measure.
 
-fits.json (valid JSON; NaN and +-inf are written as null):
-  study, seed, records{counts, fsv_version, ...}, settings{...}, definitions{measure: text},
+fits.json (valid JSON; NaN and +-inf are written as null; no timestamps, so a seed gives one file):
+  layout_version, study, seed, records{counts, fsv_version, ...}, settings{...},
+  definitions{measure: text}, icl_description,
   models{name: {model_params, replicates, acc_k[], icl_strength{}, chance_normalised_gain{},
                 icl_efficiency{}, finetune{series: {fit{}, bootstrap{}, acc_n[]}},
                 sample_need{series: {n_star, ci_low, ci_high, reason, ...}}}},
   exchange_rate{series: {model: [{k, accuracy_k, n, n_ci_low, n_ci_high, n_per_shot, ...}]}},
-  law{series: {exponent, ci_low, ci_high, prefactor, r2, n_models, models, excluded, verdict, sentence}},
+  law{series: {exponent, ci_low, ci_high, prefactor, r2, n_models, models, excluded, interval_df,
+               bootstrap_valid_fraction, ci_models_low, ci_models_high, verdict, sentence}},
   zero_shot_descriptions[{source, model, description, accuracy, ci_low, ci_high, ...}], notes[].
 """
 

@@ -52,7 +52,7 @@ class PretrainSection(Strict):
     warmup: float = Field(0.05, ge=0, lt=1, description="share of steps with linear warm-up")
     seeds: list[int] = Field([0], min_length=1, description="pretraining seeds; each is a replicate model")
     workers: int = Field(1, ge=1, description="Ray Train workers per pretraining job")
-    cpus_per_worker: int = Field(2, ge=1)
+    cpus_per_worker: int = Field(1, ge=1, description="small models train best one thread each, several at once")
     zero_stage: int = Field(0, ge=0, le=3)
     use_gpu: bool = False
 
@@ -122,9 +122,8 @@ class InstructionTuningSection(TrainingRegime):
 
 
 class RlhfSection(TrainingRegime):
-    method: Literal["dpo", "grpo"] = "dpo"
+    method: Literal["dpo"] = Field("dpo", description="trl preference optimisation (DPO from preference pairs)")
     noise: float = Field(0.1, ge=0, le=0.5, description="annotator error rate")
-    start: Literal["base", "instruction_tuned"] = "base"
     beta: float = Field(0.1, gt=0)
     lr: float = Field(5e-4, gt=0)
 

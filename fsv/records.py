@@ -102,17 +102,18 @@ def write_record(study_dir: str | Path, record: dict[str, Any]) -> str:
 
 
 def read_records(study_dir: str | Path):
-    """All records of a study as a DataFrame (empty, with every column, when there are none)."""
+    """All records of a study as a DataFrame (empty, with every column, when there are none).
+    One dataset scan, not one read per file: a study holds thousands of one-row files."""
+    import pyarrow.dataset as ds
     from pyarrow import fs
 
     filesystem, base = _fs(study_dir)
-    selector = fs.FileSelector(f"{base}/records", allow_not_found=True)
-    files = sorted(i.path for i in filesystem.get_file_info(selector)
-                   if i.path.endswith(".parquet") and not i.base_name.startswith("."))
-    if not files:
+    info = filesystem.get_file_info(f"{base}/records")
+    if info.type != fs.FileType.Directory:
         return SCHEMA.empty_table().to_pandas()
-    tables = [pq.read_table(f, schema=SCHEMA, filesystem=filesystem) for f in files]
-    return pa.concat_tables(tables).to_pandas()
+    dataset = ds.dataset(f"{base}/records", format="parquet", filesystem=filesystem, schema=SCHEMA,
+                         ignore_prefixes=[".", "_"])
+    return dataset.to_table().to_pandas()
 
 
 def ok_cell_ids(study_dir: str | Path) -> set[str]:

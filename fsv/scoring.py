@@ -36,7 +36,8 @@ def score_choices(model, prompts: list[list[int]], choices: list[list[int]], bat
         ids, mask = ids.to(device), mask.to(device)
         if single:
             logits = model(input_ids=ids, attention_mask=mask).logits
-            last = logits[torch.arange(len(chunk)), (lengths - 1).to(device)].float().log_softmax(-1)
+            shift = logits.shape[1] - ids.shape[1]  # virtual tokens a prompt-tuned model prepends
+            last = logits[torch.arange(len(chunk)), (lengths - 1 + shift).to(device)].float().log_softmax(-1)
             out[start : start + len(chunk)] = last[:, [c[0] for c in choices]].cpu().numpy()
         else:
             for i, prompt in enumerate(chunk):

@@ -126,20 +126,36 @@ def _write_cells(root: str, study: StudyConfig, cells: list[dict]) -> None:
 
 
 def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
-    """Pretrain (under Ray Train + DeepSpeed) every ladder model the cells need and the cache lacks."""
+    """Pretrain (under Ray Train + DeepSpeed) every ladder model the cells need and the cache
+    lacks, as many at once as the cluster's CPUs (or GPUs) allow, largest first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+
     from fsv.models.cache import is_cached, ladder_dir
+    from fsv.models.ladder import LADDER
     from fsv.models.load import pretrain_world_model
 
     world = world_of(study).config.model_dump()
-    needed = sorted({(c["model"], c["pretrain_seed"]) for c in cells if c["pretrain_seed"] is not None})
     pretrain = study.pretrain.model_dump(exclude={"seeds"})
-    for name, seed in needed:
-        if is_cached(ladder_dir(name, world, pretrain, seed)):
-            continue
+    needed = {(c["model"], c["pretrain_seed"]) for c in cells if c["pretrain_seed"] is not None}
+    missing = [(m, s) for m, s in needed if not is_cached(ladder_dir(m, world, pretrain, s))]
+    if not missing:
+        return
+    missing.sort(key=lambda ms: (-LADDER[ms[0]].n_layers * LADDER[ms[0]].d_model ** 2, ms[1]))
+    unit = "GPU" if study.pretrain.use_gpu else "CPU"
+    per_job = study.pretrain.workers * (1 if study.pretrain.use_gpu else study.pretrain.cpus_per_worker)
+    parallel = max(1, int(ray.cluster_resources().get(unit, 1)) // per_job)
+    Progress.say(f"pretraining {len(missing)} ladder model(s), {parallel} at a time, {study.pretrain.steps} steps each")
+
+    def one(job):
+        name, seed = job
         t0 = time.time()
-        Progress.say(f"pretraining {name} (pretrain seed {seed}, {study.pretrain.steps} steps) ...")
         pretrain_world_model(name, world, pretrain, seed, tracker)
         Progress.say(f"pretrained {name} (pretrain seed {seed}) in {time.time() - t0:.0f} s")
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, missing))
 
 
 def bayes_table(study: StudyConfig, cells: list[dict]) -> dict[int, float]:

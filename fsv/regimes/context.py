@@ -17,6 +17,12 @@ class TrialContext:
     study_dir: str  # where records live (local path or URI)
     scratch: Path  # a local folder of this trial's own
     bayes: dict  # {k: bayes_accuracy} for the study's world, computed once by the driver
+    attempt: int = 1
+
+    @property
+    def train_storage(self) -> str:
+        """Ray Train's storage for this study's training runs (checkpoints travel through it)."""
+        return f"{self.study_dir}/train"
 
     @cached_property
     def world(self) -> World:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fsv.train.worker import train_loop_per_worker
+import importlib
+
+DEFAULT_LOOP = "fsv.train.worker:train_loop_per_worker"
 
 
 def scaling_config(train: dict):
@@ -27,8 +29,9 @@ def fit(config: dict, storage_path: str, name: str, dest: Path, callbacks=None) 
     from ray.train import RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    module, fn = config.get("loop", DEFAULT_LOOP).split(":")
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        getattr(importlib.import_module(module), fn),
         train_loop_config=config,
         scaling_config=scaling_config(config["train"]),
         torch_config=TorchConfig(backend="nccl" if config["train"]["use_gpu"] else "gloo"),

@@ -20,13 +20,15 @@ def build(config: dict, rank: int, world_size: int) -> TrainJob:
     model = LlamaForCausalLM(
         llama_config(size, len(world.vocab), world.config.context, world.ids["<pad>"], world.ids["<bos>"])
     )
-    per_rank = max(1, config["batch"] // world_size)
-    rng = np.random.default_rng([config["seed"], rank, 104729])
+    rng = np.random.default_rng([config["seed"], 104729])
 
     def batches():
+        # every rank draws the same global batch and keeps its own rows, so a step sees the same
+        # documents whatever the number of workers
         while True:
-            ids, labels = world.pretraining_batch(rng, per_rank)
-            yield {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+            ids, labels = world.pretraining_batch(rng, config["batch"])
+            yield {"input_ids": torch.from_numpy(ids[rank::world_size]),
+                   "labels": torch.from_numpy(labels[rank::world_size])}
 
     return TrainJob(
         model=model,

@@ -111,9 +111,19 @@ def _run_steps(engine, job: TrainJob, config: dict) -> tuple[list[float], int]:
         loss = job.extra["loss"](engine, batch) if "loss" in job.extra else engine(**batch).loss
         engine.backward(loss)
         engine.step()
-        curve.append(float(loss.detach()))
+        curve.append(_mean_over_ranks(loss.detach()))
         tokens += job.tokens_per_batch(batch)
     return curve, tokens
+
+
+def _mean_over_ranks(loss) -> float:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        loss = loss.clone()
+        dist.all_reduce(loss)
+        loss /= dist.get_world_size()
+    return float(loss)
 
 
 def _save_and_report(engine, job: TrainJob, config: dict, metrics: dict, curve: list, rank: int) -> None:

@@ -17,6 +17,10 @@ class WorldConfig(BaseModel):
     seed: int = Field(0, ge=0, description="draws feature-value names, the held-out split, descriptions")
     n_features: int = Field(2, ge=2, le=4, description="features per symbol; a task reads one")
     n_values: int = Field(4, ge=2, le=6, description="values per feature = labels per task")
+    separator: bool = Field(
+        False, description="write '=' between a symbol and its label (measured: with it, no ladder model "
+        "left the copy plateau within 1.5k steps on 2 CPU cores; without it, ICL emerged by ~900 steps)"
+    )
     context: int = Field(80, ge=16, description="pretraining document length in tokens")
     desc_prob: float = Field(0.5, ge=0, le=1, description="share of documents with a model-view description")
     skew_prob: float = Field(0.5, ge=0, le=1, description="share of documents with skewed symbol draws")

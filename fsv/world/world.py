@@ -75,8 +75,15 @@ class World:
     def ids(self) -> dict[str, int]:
         return {tok: i for i, tok in enumerate(self.vocab)}
 
-    def symbol_id(self, s):
-        return self.ids["s0"] + np.asarray(s)
+    @property
+    def example_width(self) -> int:
+        return 2 + int(self.config.separator)
+
+    def symbol_tokens(self, s) -> np.ndarray:
+        """[len(s), 1] token ids of symbols: one opaque token each (the name says nothing of the
+        symbol's features: a model must learn them from pretraining)."""
+        s = np.asarray(s, dtype=np.int64).reshape(-1)
+        return (self.ids["s0"] + s)[:, None]
 
     def label_id(self, y):
         return self.ids["L0"] + np.asarray(y)
@@ -110,22 +117,25 @@ class World:
         raise ValueError(f"description variant {variant!r} unknown; accepted: {list(DESCRIPTIONS)}")
 
     def examples(self, task: Task, symbols) -> np.ndarray:
-        """[len(symbols), 3] token ids: symbol, separator, label."""
-        symbols = np.asarray(symbols)
-        out = np.empty((len(symbols), 3), dtype=np.int64)
-        out[:, 0] = self.symbol_id(symbols)
-        out[:, 1] = self.ids["="]
-        out[:, 2] = self.label_id(self.labels(task, symbols))
+        """[len(symbols), example_width] token ids: symbol, (separator,) label."""
+        symbols = np.asarray(symbols, dtype=np.int64).reshape(-1)
+        out = np.empty((len(symbols), self.example_width), dtype=np.int64)
+        out[:, :1] = self.symbol_tokens(symbols)
+        if self.config.separator:
+            out[:, -2] = self.ids["="]
+        out[:, -1] = self.label_id(self.labels(task, symbols))
         return out
 
     def prompt(self, task: Task, demos, query: int, variant: str = "none") -> list[int]:
-        """<bos> [description] (x = y)*k x =   -- the next token is the label."""
+        """<bos> [description] (x y)*k x   -- the next token is the label."""
         body = self.examples(task, demos).reshape(-1).tolist()
-        return [self.ids["<bos>"], *self.description(task, variant), *body, int(self.symbol_id(query)), self.ids["="]]
+        query_tokens = self.symbol_tokens([query])[0].tolist()
+        sep = [self.ids["="]] if self.config.separator else []
+        return [self.ids["<bos>"], *self.description(task, variant), *body, *query_tokens, *sep]
 
     def prompt_length(self, k: int, variant: str = "none") -> int:
-        desc = {"none": 0, "model": self.config.n_values + 3, "human": self.config.n_values + 3}[variant]
-        return 1 + desc + 3 * k + 2
+        desc = 0 if variant == "none" else self.config.n_values + 3
+        return 1 + desc + self.example_width * (k + 1) - 1
 
     # --- pretraining corpus -----------------------------------------------------------------
     def pretraining_batch(self, rng: np.random.Generator, batch: int, tasks=None):
@@ -138,7 +148,8 @@ class World:
         for b in range(batch):
             task = tasks[rng.integers(len(tasks))]
             desc = self.description(task, "model") if rng.random() < cfg.desc_prob else []
-            n_ex = (cfg.context - 1 - len(desc)) // 3
+            w = self.example_width
+            n_ex = (cfg.context - 1 - len(desc)) // w
             if rng.random() < cfg.skew_prob:
                 p = rng.dirichlet(np.full(cfg.n_symbols, cfg.skew_alpha))
                 symbols = rng.choice(cfg.n_symbols, size=n_ex, p=p)
@@ -148,6 +159,6 @@ class World:
             start = 1 + len(desc)
             ids[b, 0] = self.ids["<bos>"]
             ids[b, 1:start] = desc
-            ids[b, start : start + 3 * n_ex] = body.reshape(-1)
-            labels[b, start + 2 : start + 3 * n_ex : 3] = body[:, 2]
+            ids[b, start : start + w * n_ex] = body.reshape(-1)
+            labels[b, start + w - 1 : start + w * n_ex : w] = body[:, -1]
         return ids, labels

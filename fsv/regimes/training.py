@@ -1,0 +1,70 @@
+"""What the training regimes share: the training data of the world, the launch of the cell's
+`TorchTrainer`, and the record fields every training trial writes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from fsv.world import Task, World
+
+
+def target_task(world: World, seed: int) -> Task:
+    """The held-out task a single-task regime adapts to: rotated by seed, so seeds cover tasks."""
+    return world.heldout_tasks[seed % len(world.heldout_tasks)]
+
+
+def draw_examples(world: World, task: Task, n: int, seed: int) -> np.ndarray:
+    """n training examples (symbols) of `task`, from its training symbols only: the test symbols
+    stay unseen, so accuracy on them measures generalisation, never memory."""
+    rng = np.random.default_rng([seed, n, 31337])
+    return rng.choice(world.train_symbols, size=n)
+
+
+def sequences(world: World, task: Task, symbols: np.ndarray, layout: str, description: str,
+              rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` training sequences: `single` = one example per sequence; `packed` = examples drawn
+    from the n, packed to the context length like a pretraining document. Loss on labels only."""
+    desc = world.description(task, description)
+    width = world.example_width
+    per_seq = 1 if layout == "single" else max(1, (world.config.context - 1 - len(desc)) // width)
+    length = 1 + len(desc) + width * per_seq
+    ids = np.full((count, length), world.ids["<pad>"], dtype=np.int64)
+    labels = np.full((count, length), -100, dtype=np.int64)
+    start = 1 + len(desc)
+    for i in range(count):
+        body = world.examples(task, rng.choice(symbols, size=per_seq))
+        ids[i, 0], ids[i, 1:start] = world.ids["<bos>"], desc
+        ids[i, start:] = body.reshape(-1)
+        labels[i, start + width - 1 :: width] = body[:, -1]
+    return ids, labels
+
+
+def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None, **extra) -> tuple[str, dict]:
+    """Run the cell's training under Ray Train + DeepSpeed -- a `TrainJob` builder (`job`) in the
+    shared DeepSpeed engine loop, or a per-worker loop of its own (`loop`, e.g. trl's trainers) --
+    and return (model dir, metrics)."""
+    from fsv.train.launch import fit
+
+    s = cell["settings"]
+    config = {
+        "job": job, "model_path": ctx.model_path, "world": ctx.world_config, "seed": cell["seed"],
+        "n": cell["n"], "steps": s["steps"], "batch": s["batch"], "lr": s["lr"], "train": cell["train"],
+        **({"loop": loop} if loop else {}), **extra,
+    }
+    out = ctx.scratch / "trained"
+    t0 = time.time()
+    metrics = fit(config, ctx.train_storage, f"{cell['cell_id']}-{ctx.attempt}", out)
+    metrics["fit_s"] = time.time() - t0
+    return str(out), metrics
+
+
+def training_fields(cell: dict, params: int, metrics: dict, eval_s: float) -> dict:
+    tokens = int(metrics["train_tokens"])
+    return {
+        "model_params": params, "train_examples": cell["n"] * (cell.get("tasks_trained") or 1),
+        "train_tokens": tokens, "train_flops": 6.0 * params * tokens,
+        "final_train_loss": float(metrics["final_train_loss"]), "train_s": float(metrics["train_s"]),
+        "eval_s": eval_s, "device": metrics["device"],
+    }

@@ -20,3 +20,33 @@ def fsv_env(fsv_cache) -> dict:
     env = dict(os.environ, FSV_CACHE=str(fsv_cache), WANDB_MODE="offline")
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+WORLD = {"preset": "quick", "seed": 0}
+PRETRAIN = {"steps": 40, "batch": 16, "lr": 3e-3, "warmup": 0.1, "workers": 1, "cpus_per_worker": 1,
+            "zero_stage": 0, "use_gpu": False}
+
+
+def world_config() -> dict:
+    from fsv.world import preset
+
+    return preset(WORLD["preset"], seed=WORLD["seed"]).model_dump()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster, shared by the in-process tests."""
+    import ray
+
+    ray.init(num_cpus=2, resources={"fsv_trial_driver": 100}, include_dashboard=False,
+             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}}, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(ray_cluster, fsv_cache):
+    """world-xs pretrained for a few steps under Ray Train + DeepSpeed (cached for the session)."""
+    from fsv.models.load import pretrain_world_model
+
+    return pretrain_world_model("world-xs", world_config(), PRETRAIN, seed=0)

@@ -5,32 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import PRETRAIN, world_config
 
 from fsv.models.cache import is_cached, read_marker
-from fsv.models.load import load_causal_lm, pretrain_world_model
+from fsv.models.load import load_causal_lm
 from fsv.world import World, preset
 
 pytestmark = pytest.mark.slow
-
-WORLD = preset("quick").model_dump()
-PRETRAIN = {"steps": 40, "batch": 16, "lr": 3e-3, "warmup": 0.1, "workers": 1, "cpus_per_worker": 1,
-            "zero_stage": 0, "use_gpu": False}
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, resources={"fsv_trial_driver": 100}, include_dashboard=False,
-             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}}, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(ray_cluster, fsv_cache):
-    return pretrain_world_model("world-xs", WORLD, PRETRAIN, seed=0)
-
 
 def test_pretraining_under_deepspeed_in_ray_train_lowers_the_loss(tiny_model):
     assert is_cached(tiny_model)
@@ -58,7 +39,7 @@ def _curve(ray_cluster, tmp, workers, stage):
     from fsv.models.load import pretrain_config
     from fsv.train.launch import fit
 
-    config = pretrain_config("world-xs", WORLD, {**PRETRAIN, "steps": 12, "workers": workers,
+    config = pretrain_config("world-xs", world_config(), {**PRETRAIN, "steps": 12, "workers": workers,
                                                  "zero_stage": stage}, seed=1)
     fit(config, str(tmp / "ray"), f"w{workers}-z{stage}", tmp / f"w{workers}-z{stage}")
     return json.loads((tmp / f"w{workers}-z{stage}" / "train_curve.json").read_text())["loss"]

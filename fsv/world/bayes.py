@@ -43,6 +43,7 @@ def distinct_count_probs(n_pool: int, k: int) -> np.ndarray:
 def predictive(world: World, task: Task, seen: np.ndarray, query: int) -> np.ndarray:
     """Bayes posterior predictive over labels for `query`, after seeing `seen` labelled by `task`."""
     V = world.config.n_values
+    perms = world.config.maps == "permutations"
     probs = np.zeros(V)
     seen_labels = world.labels(task, seen)
     for f in range(world.config.n_features):
@@ -50,15 +51,18 @@ def predictive(world: World, task: Task, seen: np.ndarray, query: int) -> np.nda
         mapping: dict[int, int] = {}
         if any(mapping.setdefault(int(v), int(y)) != y for v, y in zip(values, seen_labels)):
             continue  # feature f cannot explain the demonstrations
-        if len(set(mapping.values())) != len(mapping):
-            continue  # not injective: no permutation does this
         m = len(mapping)
         vq = int(world.features[query, f])
+        if perms and len(set(mapping.values())) != m:
+            continue  # not injective: no permutation does this
+        # number of maps consistent with the demonstrations, and with each answer to the query
         if vq in mapping:
-            probs[mapping[vq]] += math.factorial(V - m)
-        else:
+            probs[mapping[vq]] += math.factorial(V - m) if perms else V ** (V - m)
+        elif perms:
             free = [y for y in range(V) if y not in mapping.values()]
             probs[free] += math.factorial(V - m - 1)
+        else:
+            probs += V ** (V - m - 1)
     return probs / probs.sum()
 
 

@@ -44,11 +44,13 @@ class World:
         is_test = self.features.sum(axis=1) % 2 == 0
         self.test_symbols = np.flatnonzero(is_test)
         self.train_symbols = np.flatnonzero(~is_test)
-        self.tasks = [
-            Task(f, p)
-            for f in range(cfg.n_features)
-            for p in itertools.permutations(range(cfg.n_values))
-        ]
+        maps = (
+            itertools.permutations(range(cfg.n_values))
+            if cfg.maps == "permutations"
+            else itertools.product(range(cfg.n_values), repeat=cfg.n_values)
+        )
+        maps = list(maps)
+        self.tasks = [Task(f, m) for f in range(cfg.n_features) for m in maps]
         heldout = set()
         for f in range(cfg.n_features):
             sigma, tau = rng.permutation(cfg.n_values), rng.permutation(cfg.n_values)

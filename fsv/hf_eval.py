@@ -83,6 +83,8 @@ def build_prompts(task: TextTask, splits: TextSplits, k: int, variant: str = "no
     """Prompt texts, true labels, and per episode [task name, [few-shot pool row indices]]."""
     task.description(variant)  # refuse an unknown variant before any work
     pool = splits.few_shot
+    if k < 0:
+        raise ConfigError("k", k, "accepted: k >= 0 demonstrations")
     if k > len(pool):
         raise ConfigError("k", k, f"task {task.name}'s few-shot pool has {len(pool)} examples; accepted: k <= {len(pool)}")
     queries = eval_queries(splits, max_eval)

@@ -19,6 +19,17 @@ FORMATS = ("disk_dict", "disk_dataset", "jsonl_dir", "json_file", "json_single",
 CONTEXT = 512
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy machine, more threads only wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     import datasets

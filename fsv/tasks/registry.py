@@ -66,7 +66,8 @@ class TextTask:
         raise ConfigError("description", variant, did_you_mean(variant, DESCRIPTIONS))
 
     def render(self, fields: dict, label: int | None = None) -> str:
-        """One example: the template filled in, followed by its label word when `label` is given."""
+        """One example: the template filled in (each field's whitespace collapsed to single spaces, so
+        a row's own newlines cannot imitate the prompt's layout), then its label word when `label` is given."""
         text = self.template.format(**{f: " ".join(str(fields[f]).split()) for f in self.text_fields})
         return text if label is None else text + self.label_words[label]
 

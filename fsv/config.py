@@ -146,7 +146,9 @@ class WandbSection(Strict):
 class StudyConfig(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="study name (a folder name)")
     models: list[str] = Field(..., min_length=1)
-    tasks: list[str] = Field(["world"], min_length=1)
+    tasks: list[str] = Field(["world"], min_length=1, description="'world' or text tasks (sst2, ag_news, ...)")
+    task_sources: dict[str, str] = Field({}, description="text task -> local dataset path (else the hub id)")
+    max_eval: int | None = Field(None, ge=1, description="cap on test queries per text-task evaluation")
     seeds: list[int] = Field([0], min_length=1)
     regimes: RegimesSection
     world: WorldSection = WorldSection()

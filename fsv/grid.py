@@ -30,18 +30,34 @@ def world_of(study: StudyConfig) -> World:
 
 def check_study(study: StudyConfig, source: str | None = None) -> None:
     """Checks that need the registries: models, tasks, and whether each prompt fits the context."""
+    from fsv.tasks import get_task, is_text_task, task_names
+
     specs = [resolve_model(m, f"models[{i}]") for i, m in enumerate(study.models)]
     for i, task in enumerate(study.tasks):
-        if task not in WORLD_TASKS:
-            raise ConfigError(f"tasks[{i}]", task, f"unknown task; {did_you_mean(task, WORLD_TASKS)}", source)
-        if not all(s.is_world for s in specs):
-            raise ConfigError(f"tasks[{i}]", task, "world tasks need world-ladder models", source)
+        if task in WORLD_TASKS:
+            if not all(s.is_world for s in specs):
+                raise ConfigError(f"tasks[{i}]", task, "world tasks need world-ladder models", source)
+            continue
+        if not is_text_task(task):
+            raise ConfigError(f"tasks[{i}]", task, f"unknown task; {did_you_mean(task, WORLD_TASKS + task_names())}", source)
+        get_task(task, f"tasks[{i}]")
+        if any(s.is_world for s in specs):
+            raise ConfigError(f"tasks[{i}]", task, "text tasks need HF models (world models read only the world's tokens)", source)
+        unsupported = [r for r in study.regime_sections() if r in ("prompt_tuning", "instruction_tuning", "rlhf")]
+        if unsupported:
+            raise ConfigError("regimes", unsupported, "text tasks run zero_shot, few_shot and sft; the other "
+                              "regimes run on the world", source)
+    for name in study.task_sources:
+        if name not in study.tasks:
+            raise ConfigError(f"task_sources.{name}", study.task_sources[name], f"not a task of this study; accepted: {study.tasks}", source)
     sections = study.regime_sections()
     if not sections:
         raise ConfigError("regimes", {}, "the grid is empty; give at least one of " + ", ".join(
             ["zero_shot", "few_shot", "sft", "prompt_tuning", "instruction_tuning", "rlhf"]), source)
     if "few_shot" in sections and any(s.is_world for s in specs):
         _check_world_context(study, sections["few_shot"], source)
+    if "few_shot" in sections and not any(s.is_world for s in specs):
+        _check_text_context(study, specs, sections["few_shot"], source)
 
 
 def _check_world_context(study: StudyConfig, few_shot, source) -> None:
@@ -62,6 +78,26 @@ def _check_world_context(study: StudyConfig, few_shot, source) -> None:
             )
 
 
+def _check_text_context(study: StudyConfig, specs, few_shot, source) -> None:
+    """k against each model's context window, from the real tokenized length of the longest
+    prompt. Needs the tokenizer here: a hub id that is not available offline is checked on the
+    cluster instead, when its trial loads it."""
+    from transformers import AutoTokenizer
+
+    from fsv.hf_eval import check_context
+    from fsv.tasks import get_task, load_splits
+
+    for spec in specs:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec.name)
+        except OSError:
+            continue
+        for task in study.tasks:
+            splits = load_splits(get_task(task), study.task_sources.get(task))
+            check_context(tokenizer, get_task(task), splits, few_shot.k, few_shot.description, spec.context,
+                          max_eval=study.max_eval, source=source)
+
+
 def expand(study: StudyConfig) -> list[dict]:
     """Every cell of the study, in a stable order."""
     cells = []
@@ -80,6 +116,8 @@ def expand(study: StudyConfig) -> list[dict]:
                     "settings": section.model_dump(exclude={"n", "k", "layouts", "prompt_tokens",
                                                             "tasks_trained", "descriptions"}),
                     "world": study.world.model_dump() if task in WORLD_TASKS else None,
+                    "task_source": study.task_sources.get(task),
+                    "max_eval": study.max_eval if task not in WORLD_TASKS else None,
                     "pretrain": _pretrain_identity(study, model),
                     "train": study.train.model_dump() if regime not in ("zero_shot", "few_shot") else None,
                 }

@@ -30,8 +30,8 @@ class TrialContext:
         return World(preset(w["preset"], seed=w["seed"]))
 
     @property
-    def world_config(self) -> dict:
-        return self.world.config.model_dump()
+    def world_config(self) -> dict | None:
+        return self.world.config.model_dump() if self.cell["world"] is not None else None
 
     @cached_property
     def model_path(self) -> str:
@@ -45,7 +45,26 @@ class TrialContext:
         return str(path)
 
     def load_base(self):
+        return self.load_base_with_tokenizer()[0]
+
+    def load_base_with_tokenizer(self):
+        """The base model (bf16 on a GPU, fp32 on CPU) and its tokenizer."""
+        import torch
+
         from fsv.models.load import load_causal_lm
 
-        model, _ = load_causal_lm(self.model_path)
-        return model
+        gpu = torch.cuda.is_available()
+        model, tokenizer = load_causal_lm(self.model_path, dtype=torch.bfloat16 if gpu else torch.float32)
+        return model.to("cuda" if gpu else "cpu"), tokenizer
+
+    @cached_property
+    def text_task(self):
+        from fsv.tasks import get_task
+
+        return get_task(self.cell["task"])
+
+    @cached_property
+    def text_splits(self):
+        from fsv.tasks import load_splits
+
+        return load_splits(self.text_task, self.cell.get("task_source"))

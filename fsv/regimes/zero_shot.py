@@ -3,18 +3,12 @@ and no examples."""
 
 from __future__ import annotations
 
-import json
-
-from fsv.evaluate import evaluate_world
-from fsv.models.load import param_count
+from fsv.regimes.in_context import evaluate_in_context
 
 
 def run(cell: dict, ctx) -> dict:
-    model = ctx.load_base()
-    res = evaluate_world(model, ctx.world, ctx.world.heldout_tasks, k=0, variant=cell["description"], seed=cell["seed"])
-    return {
-        "accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance,
-        "bayes_accuracy": ctx.bayes.get(0) if cell["description"] == "none" else None,
-        "model_params": param_count(model),
-        f"acc_{cell['description']}": res.accuracy, "demo_indices": json.dumps(res.demos),
-    }
+    fields = evaluate_in_context(cell, ctx, k=0, episodes=1)
+    fields[f"acc_{cell['description']}"] = fields["accuracy"]
+    if cell["description"] != "none":
+        fields["bayes_accuracy"] = None  # the Bayes reference is for examples, not descriptions
+    return fields

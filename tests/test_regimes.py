@@ -7,7 +7,7 @@ from conftest import PRETRAIN, WORLD
 
 from fsv.config import parse_study
 from fsv.grid import expand
-from fsv.models.load import load_causal_lm
+from fsv.models.load import load_causal_lm, load_model
 from fsv.regimes import regime_module
 from fsv.regimes.context import TrialContext
 
@@ -42,7 +42,7 @@ def _trained_dir(tmp_path):
 
 
 def _state(path):
-    model, _ = load_causal_lm(path)
+    model = load_model(path)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 

@@ -20,7 +20,10 @@ def cache_root() -> Path:
 
 
 def ladder_identity(name: str, world: dict, pretrain: dict, seed: int) -> dict:
-    return {"model": name, "size": asdict(LADDER[name]), "world": world, "pretrain": pretrain, "seed": seed}
+    from fsv.world.world import FORMAT
+
+    return {"model": name, "size": asdict(LADDER[name]), "world": world, "pretrain": pretrain, "seed": seed,
+            "format": FORMAT}
 
 
 def ladder_dir(name: str, world: dict, pretrain: dict, seed: int) -> Path:

@@ -67,13 +67,17 @@ def _count_params(path: Path) -> int:
     return total
 
 
-def load_causal_lm(path: str | Path, dtype=None):
+def load_model(path: str | Path, dtype=None):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return model, tokenizer
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
+
+
+def load_causal_lm(path: str | Path, dtype=None):
+    from transformers import AutoTokenizer
+
+    return load_model(path, dtype), AutoTokenizer.from_pretrained(str(path))
 
 
 def param_count(model) -> int:

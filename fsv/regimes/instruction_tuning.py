@@ -34,14 +34,14 @@ def instruction_batch(world, tasks, pools, rng, count: int, description: str = "
 def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
     import torch
 
-    from fsv.models.load import load_causal_lm
+    from fsv.models.load import load_model
     from fsv.world import World, WorldConfig
 
     world = World(WorldConfig(**config["world"]))
     tasks = training_tasks(world, config["tasks_trained"], config["seed"])
     pools = [np.random.default_rng([config["seed"], j, 5]).choice(world.train_symbols, size=config["n"])
              for j in range(len(tasks))]
-    model, _ = load_causal_lm(config["model_path"])
+    model = load_model(config["model_path"])
     rng = np.random.default_rng([config["seed"], rank, 6])
     per_rank = max(1, config["batch"] // world_size)
 
@@ -67,11 +67,11 @@ def evaluate_descriptions(model, ctx, seed: int) -> dict:
 
 
 def run(cell: dict, ctx) -> dict:
-    from fsv.models.load import load_causal_lm, param_count
+    from fsv.models.load import load_model, param_count
 
     path, metrics = train_cell(cell, ctx, "fsv.regimes.instruction_tuning:build_job",
                                tasks_trained=cell["tasks_trained"])
     t0 = time.time()
-    model, _ = load_causal_lm(path)
+    model = load_model(path)
     fields = evaluate_descriptions(model, ctx, cell["seed"])
     return {**fields, **training_fields(cell, param_count(model), metrics, time.time() - t0)}

@@ -16,13 +16,13 @@ def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
     import torch
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    from fsv.models.load import load_causal_lm
+    from fsv.models.load import load_model
     from fsv.world import World, WorldConfig
 
     world = World(WorldConfig(**config["world"]))
     task = target_task(world, config["seed"])
     symbols = draw_examples(world, task, config["n"], config["seed"])
-    base, _ = load_causal_lm(config["model_path"])
+    base = load_model(config["model_path"])
     peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config["prompt_tokens"])
     model = get_peft_model(base, peft_config)
     rng = np.random.default_rng([config["seed"], rank, 3])

@@ -79,7 +79,7 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def run(cell: dict, ctx) -> dict:
-    from fsv.models.load import load_causal_lm, param_count
+    from fsv.models.load import load_model, param_count
     from fsv.regimes.instruction_tuning import evaluate_descriptions
     from fsv.regimes.training import train_cell, training_fields
 
@@ -89,6 +89,6 @@ def run(cell: dict, ctx) -> dict:
     if not metrics["train_tokens"]:  # trl counts tokens only when asked; estimate from the pairs
         metrics["train_tokens"] = cell["n"] * ctx.world.prompt_length(0, "human") * 2
     t0 = time.time()
-    model, _ = load_causal_lm(path)
+    model = load_model(path)
     fields = evaluate_descriptions(model, ctx, cell["seed"])
     return {**fields, **training_fields(cell, param_count(model), metrics, time.time() - t0)}

@@ -21,13 +21,13 @@ def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
         return build_text_job(config, rank, world_size)
     import torch
 
-    from fsv.models.load import load_causal_lm
+    from fsv.models.load import load_model
     from fsv.world import World, WorldConfig
 
     world = World(WorldConfig(**config["world"]))
     task = target_task(world, config["seed"])
     symbols = draw_examples(world, task, config["n"], config["seed"])
-    model, _ = load_causal_lm(config["model_path"])
+    model = load_model(config["model_path"])
     rng = np.random.default_rng([config["seed"], rank, 2])
     per_rank = max(1, config["batch"] // world_size)
 
@@ -79,13 +79,13 @@ def build_text_job(config: dict, rank: int, world_size: int) -> TrainJob:
 
 
 def run(cell: dict, ctx) -> dict:
-    from fsv.models.load import load_causal_lm, param_count
+    from fsv.models.load import load_causal_lm, load_model, param_count
 
     text = cell["world"] is None
     path, metrics = train_cell(cell, ctx, "fsv.regimes.sft:build_job", layout=cell["layout"],
                                task=cell["task"], task_source=cell.get("task_source"))
     t0 = time.time()
-    model, tokenizer = load_causal_lm(path)
+    model, tokenizer = load_causal_lm(path) if text else (load_model(path), None)
     if text:
         from fsv.hf_eval import evaluate_text
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from fsv.world.config import WorldConfig
 
-SPECIALS = ["<pad>", "<bos>", "<unk>", "=", "<d>", "</d>", "<h>", "</h>"]
+SPECIALS = ["<pad>", "<bos>", "<unk>", "<eos>", "=", "<d>", "</d>", "<h>", "</h>"]
+FORMAT = 3  # bump when the vocabulary or the document format changes: it keys the model cache
 DESCRIPTIONS = ("none", "model", "human")
 
 

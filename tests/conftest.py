@@ -38,8 +38,10 @@ def ray_cluster():
     """A real local Ray cluster, shared by the in-process tests."""
     import ray
 
+    from study.driver import LOCAL_TRAIN_ENV
+
     ray.init(num_cpus=2, resources={"fsv_trial_driver": 100}, include_dashboard=False,
-             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}}, log_to_driver=False)
+             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", **LOCAL_TRAIN_ENV}}, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -79,8 +79,10 @@ def train_loop_per_worker(config: dict) -> None:
 
     torch.set_num_threads(train["cpus_per_worker"])  # Ray sets OMP_NUM_THREADS=1 in workers
     torch.manual_seed(config["seed"])
+    t_imported = time.time()
     module, fn = config["job"].split(":")
     job: TrainJob = getattr(importlib.import_module(module), fn)(config, rank, world_size)
+    t_built = time.time()
     params = job.trainable() if job.trainable else [p for p in job.model.parameters() if p.requires_grad]
     optimizer = _optimizer(params, train, config["lr"])
     micro = max(1, config["batch"] // world_size)
@@ -96,6 +98,7 @@ def train_loop_per_worker(config: dict) -> None:
         "train_tokens": tokens * world_size,
         "train_s": t_last - t_first,
         "setup_s": t_first - t_start,
+        "import_s": t_imported - t_start, "build_s": t_built - t_imported, "engine_s": t_first - t_built,
         "device": str(engine.device),
     }
     _save_and_report(engine, job, config, metrics, curve, rank)

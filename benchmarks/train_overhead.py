@@ -1,0 +1,65 @@
+"""Where a training trial's fixed cost goes: `fit()` of the sft job on world-xs, N times in one
+process on a real local Ray cluster, split into Ray Train's machinery (worker group up/down,
+checkpoint), the worker's imports, the job build (model load, data), `deepspeed.initialize`, and
+the training steps themselves.
+
+    python benchmarks/train_overhead.py [--runs 5] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    import ray
+
+    from study.driver import LOCAL_TRAIN_ENV
+
+    from fsv.models.load import pretrain_world_model
+    from fsv.train.launch import fit
+    from fsv.world import preset
+
+    tmp = Path(tempfile.mkdtemp(prefix="fsv-bench-"))
+    os.environ.setdefault("FSV_CACHE", str(tmp / "cache"))
+    ray.init(num_cpus=os.cpu_count(), resources={"fsv_trial_driver": 100}, include_dashboard=False,
+             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", **LOCAL_TRAIN_ENV}}, log_to_driver=False)
+    world = preset("quick").model_dump()
+    pretrain = {"steps": 20, "batch": 16, "lr": 3e-3, "warmup": 0.1, "workers": 1, "cpus_per_worker": 1,
+                "zero_stage": 0, "use_gpu": False}
+    base = pretrain_world_model("world-xs", world, pretrain, seed=0)
+    train = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0, "precision": "fp32",
+             "optimizer": "adamw", "weight_decay": 0.0, "grad_clip": 1.0}
+    rows = []
+    for i in range(args.runs):
+        config = {"job": "fsv.regimes.sft:build_job", "model_path": str(base), "world": world, "seed": i,
+                  "n": 16, "steps": args.steps, "batch": 8, "lr": 1e-3, "train": train, "layout": "packed"}
+        t0 = time.time()
+        m = fit(config, str(tmp / "ray"), f"run{i}", tmp / f"out{i}")
+        total = time.time() - t0
+        row = {"run": i, "fit_s": round(total, 2), "ray_train_s": round(total - m["setup_s"] - m["train_s"], 2),
+               **{k: round(m[k], 2) for k in ("import_s", "build_s", "engine_s", "train_s")}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    steady = rows[1:] or rows
+    summary = {k: round(statistics.median(r[k] for r in steady), 2)
+               for k in ("fit_s", "ray_train_s", "import_s", "build_s", "engine_s", "train_s")}
+    summary["overhead_s"] = round(summary["fit_s"] - summary["train_s"], 2)
+    print(json.dumps({"median_after_first": summary}))
+
+
+if __name__ == "__main__":
+    main()

@@ -55,17 +55,16 @@ def validate(study_yaml):
 
 
 @main.command()
-@click.argument("study_dir", type=click.Path(file_okay=False))
+@click.argument("study_dir")
 def status(study_dir):
     """Cells ok / failed / missing of a study folder."""
-    from pathlib import Path
-
+    from fsv.records import read_text
     from study.driver import summarize
 
-    cells_file = Path(study_dir) / "cells.json"
-    if not cells_file.is_file():
+    text = read_text(study_dir, "cells.json")
+    if text is None:
         raise FsvError(f"{study_dir}: no cells.json here; give DIR/STUDY_NAME of a study that `fsv run` started")
-    cells = json.loads(cells_file.read_text())["cells"]
+    cells = json.loads(text)["cells"]
     s = summarize(study_dir, cells)
     click.echo(f"{s['ok']} ok, {s['failed']} failed, {s['missing']} missing, {s['total']} cells")
 

@@ -74,6 +74,37 @@ def _fs(study_dir: str | Path):
     return fs.LocalFileSystem(), str(Path(text).expanduser().resolve())
 
 
+def write_text(study_dir: str | Path, name: str, text: str) -> None:
+    """A small file beside the records (e.g. cells.json), written whole: locally via a rename."""
+    filesystem, base = _fs(study_dir)
+    filesystem.create_dir(base, recursive=True)
+    if "://" in str(study_dir):
+        with filesystem.open_output_stream(f"{base}/{name}") as out:
+            out.write(text.encode())
+        return
+    tmp = Path(base) / f".{name}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, Path(base) / name)
+
+
+def read_text(study_dir: str | Path, name: str) -> str | None:
+    filesystem, base = _fs(study_dir)
+    from pyarrow import fs
+
+    if filesystem.get_file_info(f"{base}/{name}").type != fs.FileType.File:
+        return None
+    with filesystem.open_input_stream(f"{base}/{name}") as handle:
+        return handle.read().decode()
+
+
+def list_names(study_dir: str | Path, sub: str) -> list[str]:
+    from pyarrow import fs
+
+    filesystem, base = _fs(study_dir)
+    selector = fs.FileSelector(f"{base}/{sub}", allow_not_found=True)
+    return [info.base_name for info in filesystem.get_file_info(selector)]
+
+
 def records_dir(study_dir: str | Path) -> str:
     return f"{_fs(study_dir)[1]}/records"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from fsv.config import StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
-from fsv.records import ok_cell_ids, read_records, write_record
+from fsv.records import list_names, ok_cell_ids, read_records, write_record, write_text
 from study.progress import Progress
 from study.trial import base_record, run_trial
 
@@ -118,15 +118,11 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
 
 
 def _write_cells(root: str, study: StudyConfig, cells: list[dict]) -> None:
+    """The expanded grid beside the records: what `fsv status` and the analysis compare them to."""
     import fsv
 
-    if "://" in root:
-        return
-    Path(root).mkdir(parents=True, exist_ok=True)
     payload = {"study": study.name, "fsv_version": fsv.__version__, "config": study.model_dump(), "cells": cells}
-    tmp = Path(root) / ".cells.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    tmp.replace(Path(root) / "cells.json")
+    write_text(root, "cells.json", json.dumps(payload, indent=1, default=str))
 
 
 def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
@@ -213,8 +209,7 @@ def _tune_storage(root: str) -> str:
 
 def _attempt_name(root: str) -> str:
     """Each `fsv run` is its own Tune experiment, named by its ordinal (never a timestamp)."""
-    tune_dir = Path(_tune_storage(root))
-    n = len([p for p in tune_dir.glob("run-*")]) if tune_dir.exists() else 0
+    n = len([name for name in list_names(root, "tune") if name.startswith("run-")])
     return f"run-{n + 1:03d}"
 
 

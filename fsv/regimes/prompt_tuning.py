@@ -16,15 +16,21 @@ def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
     import torch
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    from fsv.models.load import load_model
+    from fsv.models.load import load_causal_lm, load_model
+    from fsv.regimes.training import text_batches
     from fsv.world import World, WorldConfig
 
+    peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config["prompt_tokens"])
+    save = lambda module, out: module.save_pretrained(out)  # noqa: E731 - the adapter only
+    if config["world"] is None:
+        base, tokenizer = load_causal_lm(config["model_path"])
+        return TrainJob(model=get_peft_model(base, peft_config), steps=config["steps"], save=save,
+                        batches=text_batches(config, tokenizer, rank, world_size),
+                        tokens_per_batch=lambda b: int(b["attention_mask"].sum()))
     world = World(WorldConfig(**config["world"]))
     task = target_task(world, config["seed"])
     symbols = draw_examples(world, task, config["n"], config["seed"])
-    base = load_model(config["model_path"])
-    peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config["prompt_tokens"])
-    model = get_peft_model(base, peft_config)
+    model = get_peft_model(load_model(config["model_path"]), peft_config)
     rng = np.random.default_rng([config["seed"], rank, 3])
     per_rank = max(1, config["batch"] // world_size)
 
@@ -33,8 +39,7 @@ def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
             ids, labels = sequences(world, task, symbols, "single", "none", rng, per_rank)
             yield {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
 
-    return TrainJob(model=model, batches=batches(), steps=config["steps"],
-                    save=lambda module, out: module.save_pretrained(out))
+    return TrainJob(model=model, batches=batches(), steps=config["steps"], save=save)
 
 
 def run(cell: dict, ctx) -> dict:
@@ -43,14 +48,23 @@ def run(cell: dict, ctx) -> dict:
     from fsv.evaluate import evaluate_world
     from fsv.models.load import param_count
 
-    path, metrics = train_cell(cell, ctx, "fsv.regimes.prompt_tuning:build_job", prompt_tokens=cell["prompt_tokens"])
+    path, metrics = train_cell(cell, ctx, "fsv.regimes.prompt_tuning:build_job", prompt_tokens=cell["prompt_tokens"],
+                               task=cell["task"], task_source=cell.get("task_source"))
     t0 = time.time()
-    base = ctx.load_base()
+    base, tokenizer = ctx.load_base_with_tokenizer()
     params = param_count(base)
     model = PeftModel.from_pretrained(base, path)
-    task = target_task(ctx.world, cell["seed"])
-    res = evaluate_world(model, ctx.world, [task], k=0, variant="none", seed=cell["seed"])
+    extra = {}
+    if cell["world"] is None:
+        from fsv.hf_eval import evaluate_text
+
+        res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=0, variant="none",
+                            seed=cell["seed"], max_eval=cell.get("max_eval"))
+        extra = {"accuracy_norm": res.accuracy_norm}
+    else:
+        res = evaluate_world(model, ctx.world, [target_task(ctx.world, cell["seed"])], k=0, variant="none",
+                             seed=cell["seed"])
     return {
-        "accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance, "acc_none": res.accuracy,
+        "accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance, "acc_none": res.accuracy, **extra,
         **training_fields(cell, params, metrics, time.time() - t0),
     }

@@ -43,36 +43,11 @@ def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
 def build_text_job(config: dict, rank: int, world_size: int) -> TrainJob:
     """sft on a text task: n training examples (never test rows), the prompt without
     demonstrations followed by the label word; loss on the label word's tokens."""
-    import torch
-
-    from fsv.hf_eval import label_token_ids
     from fsv.models.load import load_causal_lm
-    from fsv.tasks import draw_train, get_task, load_splits
+    from fsv.regimes.training import text_batches
 
-    task = get_task(config["task"])
     model, tokenizer = load_causal_lm(config["model_path"])
-    examples = draw_train(load_splits(task, config.get("task_source")), config["n"], config["seed"])
-    words = label_token_ids(tokenizer, task)
-    rows = []
-    for ex in examples:
-        prompt = tokenizer(task.prompt([], ex.fields, "none")).input_ids
-        rows.append((prompt + words[ex.label], [-100] * len(prompt) + words[ex.label]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rng = np.random.default_rng([config["seed"], rank, 12])
-    per_rank = max(1, config["batch"] // world_size)
-
-    def batches():
-        while True:
-            chosen = [rows[i] for i in rng.integers(len(rows), size=per_rank)]
-            width = max(len(ids) for ids, _ in chosen)
-            ids = torch.full((per_rank, width), pad, dtype=torch.long)
-            labels = torch.full((per_rank, width), -100, dtype=torch.long)
-            mask = torch.zeros((per_rank, width), dtype=torch.long)
-            for i, (x, y) in enumerate(chosen):
-                ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-            yield {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-    return TrainJob(model=model, batches=batches(), steps=config["steps"],
+    return TrainJob(model=model, batches=text_batches(config, tokenizer, rank, world_size), steps=config["steps"],
                     save=lambda module, out: (module.save_pretrained(out, safe_serialization=True),
                                               tokenizer.save_pretrained(out)),
                     tokens_per_batch=lambda b: int(b["attention_mask"].sum()))

@@ -68,3 +68,32 @@ def training_fields(cell: dict, params: int, metrics: dict, eval_s: float) -> di
         "final_train_loss": float(metrics["final_train_loss"]), "train_s": float(metrics["train_s"]),
         "eval_s": eval_s, "device": metrics["device"],
     }
+
+
+def text_batches(config: dict, tokenizer, rank: int, world_size: int):
+    """Batches of a text task's n training examples (never test rows): the prompt without
+    demonstrations, then the label word; loss on the label word's tokens; right-padded."""
+    import torch
+
+    from fsv.hf_eval import label_token_ids
+    from fsv.tasks import draw_train, get_task, load_splits
+
+    task = get_task(config["task"])
+    examples = draw_train(load_splits(task, config.get("task_source")), config["n"], config["seed"])
+    words = label_token_ids(tokenizer, task)
+    rows = []
+    for ex in examples:
+        prompt = tokenizer(task.prompt([], ex.fields, "none")).input_ids
+        rows.append((prompt + words[ex.label], [-100] * len(prompt) + words[ex.label]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rng = np.random.default_rng([config["seed"], rank, 12])
+    per_rank = max(1, config["batch"] // world_size)
+    while True:
+        chosen = [rows[i] for i in rng.integers(len(rows), size=per_rank)]
+        width = max(len(ids) for ids, _ in chosen)
+        ids = torch.full((per_rank, width), pad, dtype=torch.long)
+        labels = torch.full((per_rank, width), -100, dtype=torch.long)
+        mask = torch.zeros((per_rank, width), dtype=torch.long)
+        for i, (x, y) in enumerate(chosen):
+            ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+        yield {"input_ids": ids, "labels": labels, "attention_mask": mask}

@@ -186,6 +186,8 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     per_trial = max(1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in todo)
     progress = Progress(len(todo))
+    if not verbose:  # Tune's new console output prints its tables even when silent; ours replaces them
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,
         param_space={"cell_id": tune.grid_search(list(cells))},

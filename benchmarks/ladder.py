@@ -1,0 +1,52 @@
+"""The ladder's measurements from a finished study's records (issue targets of the embedded world):
+pretraining wall time per model (from the cache markers), held-out accuracy at each k, ICL
+efficiency at the largest k ((acc - chance) / (Bayes - chance)), zero-shot per description.
+
+    python benchmarks/ladder.py results/quick
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(study_dir: str) -> None:
+    from fsv.models.cache import read_marker
+    from fsv.records import read_records
+
+    frame = read_records(study_dir)
+    frame = frame[frame.status == "ok"]
+    cells = json.loads((Path(study_dir) / "cells.json").read_text())["cells"]
+    markers = {}
+    for c in cells:
+        if c.get("pretrain_seed") is None:
+            continue
+        from fsv.models.cache import ladder_dir
+        from fsv.world import preset
+
+        world = preset(c["world"]["preset"], seed=c["world"]["seed"]).model_dump()
+        path = ladder_dir(c["model"], world, c["pretrain"], c["pretrain_seed"])
+        if (path / "fsv-model.json").exists():
+            markers[(c["model"], c["pretrain_seed"])] = read_marker(path)
+    for (model, seed), m in sorted(markers.items(), key=lambda kv: kv[1]["params"]):
+        print(json.dumps({"model": model, "pretrain_seed": seed, "params": m["params"],
+                          "pretrain_wall_s": round(m["wall_s"]), "final_loss": round(m["final_loss"], 3)}))
+    ic = frame[(frame.regime.isin(["zero_shot", "few_shot"])) & (frame.description == "none")]
+    curve = ic.groupby(["model", "k"]).agg(acc=("accuracy", "mean"), bayes=("bayes_accuracy", "first"),
+                                           chance=("chance", "first")).reset_index()
+    kmax = int(curve.k.max()) if len(curve) else 0
+    for model, rows in curve.groupby("model"):
+        top = rows[rows.k == kmax].iloc[0] if (rows.k == kmax).any() else None
+        eff = (top.acc - top.chance) / (top.bayes - top.chance) if top is not None else None
+        print(json.dumps({"model": model, "acc_by_k": {int(r.k): round(r.acc, 3) for r in rows.itertuples()},
+                          "icl_efficiency_at_kmax": None if eff is None else round(eff, 3), "kmax": kmax}))
+    zs = frame[frame.regime == "zero_shot"].groupby(["model", "description"]).accuracy.mean().unstack()
+    print(zs.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -24,10 +24,6 @@ class WorldConfig(BaseModel):
         "permutations (measured: with the 40 training permutations, models memorised the training "
         "tasks instead of learning in context: .41 at k = 16 on held-out tasks for world-s)"
     )
-    repeat_loss: bool = Field(
-        True, description="count the loss on a label whose symbol already appeared in the document "
-        "(False: only first occurrences are predicted, which copying cannot solve)"
-    )
     separator: bool = Field(
         False, description="write '=' between a symbol and its label (measured: with it, no ladder model "
         "left the copy plateau within 1.5k steps on 2 CPU cores; without it, ICL emerged by ~900 steps)"

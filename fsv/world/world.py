@@ -163,10 +163,5 @@ class World:
             ids[b, 0] = self.ids["<bos>"]
             ids[b, 1:start] = desc
             ids[b, start : start + w * n_ex] = body.reshape(-1)
-            targets = body[:, -1].copy()
-            if not cfg.repeat_loss:
-                first = np.zeros(n_ex, dtype=bool)
-                first[np.unique(symbols, return_index=True)[1]] = True
-                targets[~first] = -100
-            labels[b, start + w - 1 : start + w * n_ex : w] = targets
+            labels[b, start + w - 1 : start + w * n_ex : w] = body[:, -1]
         return ids, labels

@@ -99,9 +99,10 @@ class TrainingRegime(Strict):
     steps: int = Field(40, ge=1, description="optimizer steps per trial")
     batch: int = Field(8, ge=1, description="sequences per step (all workers)")
     lr: float = Field(1e-3, gt=0)
-    few_shot_k: list[int] = Field([], description="also evaluate the trained model with these k")
+    seeds: list[int] | None = Field(None, min_length=1, description="this regime's seeds (default: the study's)")
 
     _n = field_validator("n")(classmethod(lambda cls, v: _unique_positive(v, 1)))
+    _s = field_validator("seeds")(classmethod(lambda cls, v: v if v is None else _unique_positive(v, 0)))
 
 
 class SftSection(TrainingRegime):

@@ -102,9 +102,8 @@ def expand(study: StudyConfig) -> list[dict]:
     """Every cell of the study, in a stable order."""
     cells = []
     for regime, section in study.regime_sections().items():
-        for model, task, seed, axes in itertools.product(
-            study.models, study.tasks, study.seeds, _regime_axes(regime, section)
-        ):
+        seeds = getattr(section, "seeds", None) or study.seeds
+        for model, task, seed, axes in itertools.product(study.models, study.tasks, seeds, _regime_axes(regime, section)):
             for pretrain_seed in _pretrain_seeds(study, model):
                 cell = {
                     "regime": regime,
@@ -114,7 +113,7 @@ def expand(study: StudyConfig) -> list[dict]:
                     "seed": seed,
                     **axes,
                     "settings": section.model_dump(exclude={"n", "k", "layouts", "prompt_tokens",
-                                                            "tasks_trained", "descriptions"}),
+                                                            "tasks_trained", "descriptions", "seeds"}),
                     "world": study.world.model_dump() if task in WORLD_TASKS else None,
                     "task_source": study.task_sources.get(task),
                     "max_eval": study.max_eval if task not in WORLD_TASKS else None,

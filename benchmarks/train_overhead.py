@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,24 +23,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    import ray
-
-    from study.driver import LOCAL_TRAIN_ENV
-
-    from fsv.models.load import pretrain_world_model
+    from benchmarks.common import TRAIN, local_cluster_and_model
     from fsv.train.launch import fit
-    from fsv.world import preset
 
-    tmp = Path(tempfile.mkdtemp(prefix="fsv-bench-"))
-    os.environ.setdefault("FSV_CACHE", str(tmp / "cache"))
-    ray.init(num_cpus=os.cpu_count(), resources={"fsv_trial_driver": 100}, include_dashboard=False,
-             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", **LOCAL_TRAIN_ENV}}, log_to_driver=False)
-    world = preset("quick").model_dump()
-    pretrain = {"steps": 20, "batch": 16, "lr": 3e-3, "warmup": 0.1, "workers": 1, "cpus_per_worker": 1,
-                "zero_stage": 0, "use_gpu": False}
-    base = pretrain_world_model("world-xs", world, pretrain, seed=0)
-    train = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0, "precision": "fp32",
-             "optimizer": "adamw", "weight_decay": 0.0, "grad_clip": 1.0}
+    tmp, world, base = local_cluster_and_model("world-xs", pretrain_steps=20)
+    train = TRAIN
     rows = []
     for i in range(args.runs):
         config = {"job": "fsv.regimes.sft:build_job", "model_path": str(base), "world": world, "seed": i,

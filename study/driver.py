@@ -236,10 +236,8 @@ def summarize(root: str, cells: list[dict]) -> dict:
 
 
 def _analyze(root: str, allow_partial: bool) -> None:
-    try:
-        from analysis import analyze
-    except ImportError:
-        return
+    from analysis import analyze
+
     try:
         out = analyze(root, allow_partial=allow_partial)
         Progress.say(f"analysis: {out}/report.md, figures in {out}/figures")

@@ -1,0 +1,29 @@
+"""What the training benchmarks share: a real local Ray cluster set up like `fsv run` sets up its
+own, a freshly pretrained ladder model, and the training settings of a 1-worker CPU trial."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TRAIN = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0, "precision": "fp32",
+         "optimizer": "adamw", "weight_decay": 0.0, "grad_clip": 1.0}
+
+
+def local_cluster_and_model(model: str, pretrain_steps: int) -> tuple[Path, dict, Path]:
+    """(scratch folder, world config, path of `model` pretrained for `pretrain_steps` steps)."""
+    import ray
+
+    from fsv.models.load import pretrain_world_model
+    from fsv.world import preset
+    from study.driver import LOCAL_TRAIN_ENV
+
+    tmp = Path(tempfile.mkdtemp(prefix="fsv-bench-"))
+    os.environ.setdefault("FSV_CACHE", str(tmp / "cache"))
+    ray.init(num_cpus=os.cpu_count(), resources={"fsv_trial_driver": 100}, include_dashboard=False,
+             runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", **LOCAL_TRAIN_ENV}}, log_to_driver=False)
+    world = preset("quick").model_dump()
+    pretrain = {"steps": pretrain_steps, "batch": 16, "lr": 3e-3, "warmup": 0.1, "workers": 1,
+                "cpus_per_worker": 1, "zero_stage": 0, "use_gpu": False}
+    return tmp, world, pretrain_world_model(model, world, pretrain, seed=0)

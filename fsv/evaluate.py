@@ -38,9 +38,9 @@ def world_prompts(world: World, tasks: list[Task], k: int, variant: str, seed: i
 
 
 def evaluate_world(model, world: World, tasks: list[Task], k: int = 0, variant: str = "none",
-                   seed: int = 0, episodes: int = 4, prefix_fn=None) -> EvalResult:
-    """Accuracy of `model` on the test symbols of `tasks`. `prefix_fn(prompts)` may rewrite prompts
-    (prompt tuning prepends nothing here: its soft prompt lives inside the model)."""
+                   seed: int = 0, episodes: int = 4) -> EvalResult:
+    """Accuracy of `model` on the test symbols of `tasks` (a prompt-tuned model's soft prompt lives
+    inside the model; the scorer reads past it)."""
     prompts, truth, demos = world_prompts(world, tasks, k, variant, seed, episodes)
     choices = [[i] for i in world.label_ids]
     loglik, _ = score_choices(model, prompts, choices, pad_id=world.ids["<pad>"])

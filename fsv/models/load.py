@@ -35,7 +35,7 @@ def pretrain_world_model(name: str, world: dict, pretrain: dict, seed: int, trac
     if is_cached(dest):
         return dest
     started = time.time()
-    config = pretrain_config(name, world, {**pretrain, "seeds": None}, seed)
+    config = pretrain_config(name, world, pretrain, seed)
     staging = dest.with_name(dest.name + ".partial")
     metrics = fit(config, str(cache_root() / "ray"), f"pretrain-{dest.name}", staging)
     world_tokenizer(World(WorldConfig(**world))).save_pretrained(staging)

@@ -51,11 +51,11 @@ def measure_study(records: pd.DataFrame, settings: AnalysisSettings, seed: int) 
     resampler = Resampler(replicates, settings.bootstrap_resamples, seed, settings.resampling)
     description = icl_description(records, settings)
     result = StudyMeasures(models, params, description, notes=_set_aside_notes(records, description))
-    result.icl = _icl_by_model(icl_rows(records, description), models, resampler, settings)
+    result.icl = _by_model(icl_rows(records, description), models, "k", icl_measures, resampler, settings)
     training = training_rows(records)
     for series in series_order(training["series"]):
         rows = training[training["series"] == series]
-        result.finetune[series] = _finetune_by_model(rows, models, resampler, settings)
+        result.finetune[series] = _by_model(rows, models, "n", finetune_measures, resampler, settings)
     for series, by_model in result.finetune.items():
         result.exchange[series] = {
             m: exchange_rate(result.icl[m], ft, settings) for m, ft in by_model.items() if m in result.icl
@@ -85,21 +85,13 @@ def _fit_notes(result: StudyMeasures) -> list[str]:
     return notes
 
 
-def _icl_by_model(rows, models, resampler, settings) -> dict[str, IclResult]:
+def _by_model(rows, models, axis: str, measure, resampler, settings) -> dict:
+    """`measure(curve, weights, settings)` for each model's acc(axis) curve (axis "k" or "n")."""
     out = {}
     for model in models:
-        curve = build_curve(rows[rows["model"] == model], "k")
+        curve = build_curve(rows[rows["model"] == model], axis)
         if curve is not None:
-            out[model] = icl_measures(curve, resampler.weights(model, curve), settings)
-    return out
-
-
-def _finetune_by_model(rows, models, resampler, settings) -> dict[str, FinetuneResult]:
-    out = {}
-    for model in models:
-        curve = build_curve(rows[rows["model"] == model], "n")
-        if curve is not None:
-            out[model] = finetune_measures(curve, resampler.weights(model, curve), settings)
+            out[model] = measure(curve, resampler.weights(model, curve), settings)
     return out
 
 

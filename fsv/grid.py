@@ -101,10 +101,12 @@ def _check_text_context(study: StudyConfig, specs, few_shot, source) -> None:
 def expand(study: StudyConfig) -> list[dict]:
     """Every cell of the study, in a stable order."""
     cells = []
+    world_model = {m: resolve_model(m).is_world for m in study.models}
+    pretrain = study.pretrain.model_dump(exclude={"seeds"})
     for regime, section in study.regime_sections().items():
         seeds = getattr(section, "seeds", None) or study.seeds
         for model, task, seed, axes in itertools.product(study.models, study.tasks, seeds, _regime_axes(regime, section)):
-            for pretrain_seed in _pretrain_seeds(study, model):
+            for pretrain_seed in list(study.pretrain.seeds) if world_model[model] else [None]:
                 cell = {
                     "regime": regime,
                     "model": model,
@@ -117,7 +119,7 @@ def expand(study: StudyConfig) -> list[dict]:
                     "world": study.world.model_dump() if task in WORLD_TASKS else None,
                     "task_source": study.task_sources.get(task),
                     "max_eval": study.max_eval if task not in WORLD_TASKS else None,
-                    "pretrain": _pretrain_identity(study, model),
+                    "pretrain": pretrain if world_model[model] else None,
                     "train": study.train.model_dump() if regime not in ("zero_shot", "few_shot") else None,
                 }
                 cell["cell_id"] = cell_id(cell)
@@ -140,13 +142,3 @@ def _regime_axes(regime: str, s) -> list[dict]:
     if regime == "rlhf":
         return [{**base, "description": "human", "n": n} for n in s.n]
     raise ValueError(regime)
-
-
-def _pretrain_seeds(study: StudyConfig, model: str) -> list[int | None]:
-    return list(study.pretrain.seeds) if resolve_model(model).is_world else [None]
-
-
-def _pretrain_identity(study: StudyConfig, model: str) -> dict | None:
-    if not resolve_model(model).is_world:
-        return None
-    return study.pretrain.model_dump(exclude={"seeds"})

@@ -105,10 +105,6 @@ def list_names(study_dir: str | Path, sub: str) -> list[str]:
     return [info.base_name for info in filesystem.get_file_info(selector)]
 
 
-def records_dir(study_dir: str | Path) -> str:
-    return f"{_fs(study_dir)[1]}/records"
-
-
 def write_record(study_dir: str | Path, record: dict[str, Any]) -> str:
     """Write one record atomically to `records/<cell_id>.parquet`: locally a temp file, fsync and
     rename; on an object store a single PUT (atomic there)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fsv.models.cache import is_cached, ladder_dir
 from fsv.models.registry import resolve_model
-from fsv.world import World, WorldConfig, preset
+from fsv.world import World, preset
 
 
 @dataclass

@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from fsv.regimes.training import draw_examples, sequences, target_task, train_cell, training_fields
+from fsv.regimes.training import (draw_examples, evaluate_target, sequences, target_task, train_cell,
+                                  training_fields)
 from fsv.train.worker import TrainJob
 
 
@@ -45,7 +46,6 @@ def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
 def run(cell: dict, ctx) -> dict:
     from peft import PeftModel
 
-    from fsv.evaluate import evaluate_world
     from fsv.models.load import param_count
 
     path, metrics = train_cell(cell, ctx, "fsv.regimes.prompt_tuning:build_job", prompt_tokens=cell["prompt_tokens"],
@@ -53,18 +53,5 @@ def run(cell: dict, ctx) -> dict:
     t0 = time.time()
     base, tokenizer = ctx.load_base_with_tokenizer()
     params = param_count(base)
-    model = PeftModel.from_pretrained(base, path)
-    extra = {}
-    if cell["world"] is None:
-        from fsv.hf_eval import evaluate_text
-
-        res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=0, variant="none",
-                            seed=cell["seed"], max_eval=cell.get("max_eval"))
-        extra = {"accuracy_norm": res.accuracy_norm}
-    else:
-        res = evaluate_world(model, ctx.world, [target_task(ctx.world, cell["seed"])], k=0, variant="none",
-                             seed=cell["seed"])
-    return {
-        "accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance, "acc_none": res.accuracy, **extra,
-        **training_fields(cell, params, metrics, time.time() - t0),
-    }
+    fields = evaluate_target(PeftModel.from_pretrained(base, path), tokenizer, cell, ctx)
+    return {**fields, **training_fields(cell, params, metrics, time.time() - t0)}

@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from fsv.regimes.training import draw_examples, sequences, target_task, train_cell, training_fields
+from fsv.regimes.training import (draw_examples, evaluate_target, sequences, target_task, train_cell,
+                                  training_fields)
 from fsv.train.worker import TrainJob
 
 
@@ -56,24 +57,9 @@ def build_text_job(config: dict, rank: int, world_size: int) -> TrainJob:
 def run(cell: dict, ctx) -> dict:
     from fsv.models.load import load_causal_lm, load_model, param_count
 
-    text = cell["world"] is None
     path, metrics = train_cell(cell, ctx, "fsv.regimes.sft:build_job", layout=cell["layout"],
                                task=cell["task"], task_source=cell.get("task_source"))
     t0 = time.time()
-    model, tokenizer = load_causal_lm(path) if text else (load_model(path), None)
-    if text:
-        from fsv.hf_eval import evaluate_text
-
-        res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=0, variant="none",
-                            seed=cell["seed"], max_eval=cell.get("max_eval"))
-        extra = {"accuracy_norm": res.accuracy_norm}
-    else:
-        from fsv.evaluate import evaluate_world
-
-        task = target_task(ctx.world, cell["seed"])
-        res = evaluate_world(model, ctx.world, [task], k=0, variant="none", seed=cell["seed"])
-        extra = {}
-    return {
-        "accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance, "acc_none": res.accuracy, **extra,
-        **training_fields(cell, param_count(model), metrics, time.time() - t0),
-    }
+    model, tokenizer = load_causal_lm(path) if cell["world"] is None else (load_model(path), None)
+    fields = evaluate_target(model, tokenizer, cell, ctx)
+    return {**fields, **training_fields(cell, param_count(model), metrics, time.time() - t0)}

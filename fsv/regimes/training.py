@@ -60,6 +60,25 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
     return str(out), metrics
 
 
+def evaluate_target(model, tokenizer, cell: dict, ctx) -> dict:
+    """Zero-shot accuracy of a model trained on one task, on that task's test inputs (the world's
+    target held-out task, or a text task's test split), as record fields."""
+    if cell["world"] is None:
+        from fsv.hf_eval import evaluate_text
+
+        res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=0, variant="none",
+                            seed=cell["seed"], max_eval=cell.get("max_eval"))
+        extra = {"accuracy_norm": res.accuracy_norm}
+    else:
+        from fsv.evaluate import evaluate_world
+
+        res = evaluate_world(model, ctx.world, [target_task(ctx.world, cell["seed"])], k=0, variant="none",
+                             seed=cell["seed"])
+        extra = {}
+    return {"accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance, "acc_none": res.accuracy,
+            **extra}
+
+
 def training_fields(cell: dict, params: int, metrics: dict, eval_s: float) -> dict:
     tokens = int(metrics["train_tokens"])
     return {

@@ -52,7 +52,7 @@ BAD = [
     (("regimes.few_shot.k", [0]), ["regimes.few_shot.k", ">= 1"]),
     (("regimes.few_shot.k", [1.5]), ["regimes.few_shot.k[0]", "1.5", "integer"]),
     (("regimes.few_shot.k", [2, 2]), ["regimes.few_shot.k", "duplicate"]),
-    (("regimes.few_shot.k", [40]), ["regimes.few_shot.k[0]", "40", "context window", "k <= 39"]),
+    (("regimes.few_shot.k", [24]), ["regimes.few_shot.k[0]", "24", "context window", "k <= 23"]),
     (("regimes.few_shot.k", "four"), ["regimes.few_shot.k", "four", "list"]),
     (("regimes.sft.n", [-1]), ["regimes.sft.n", "-1", ">= 1"]),
     (("regimes.sft.n", [0, 4]), ["regimes.sft.n", ">= 1"]),

@@ -13,8 +13,8 @@ from fsv.world.bayes import bayes_accuracy, distinct_count_probs
 def test_world_is_deterministic_from_its_seed():
     a, b, c = World(preset("quick", seed=3)), World(preset("quick", seed=3)), World(preset("quick", seed=4))
     assert np.array_equal(a.features, b.features) and a.heldout_tasks == b.heldout_tasks
-    ids_a, _ = a.pretraining_batch(np.random.default_rng(0), 4)
-    ids_b, _ = b.pretraining_batch(np.random.default_rng(0), 4)
+    ids_a = a.pretraining_batch(np.random.default_rng(0), 4)[0]
+    ids_b = b.pretraining_batch(np.random.default_rng(0), 4)[0]
     assert np.array_equal(ids_a, ids_b)
     assert not np.array_equal(a.features, c.features) or a.heldout_tasks != c.heldout_tasks
 
@@ -24,7 +24,7 @@ def test_heldout_tasks_never_appear_in_pretraining():
     heldout = {t.name for t in world.heldout_tasks}
     assert heldout and not heldout & {t.name for t in world.train_tasks}
     rng = np.random.default_rng(0)
-    ids, labels = world.pretraining_batch(rng, 256)
+    ids, labels, _ = world.pretraining_batch(rng, 256)
     lookup = {tuple(world.symbol_tokens([s])[0]): s for s in range(world.config.n_symbols)}
     # every document's (symbol, label) pairs must be explained by some training task, and by no
     # held-out task alone
@@ -34,6 +34,18 @@ def test_heldout_tasks_never_appear_in_pretraining():
         ys = lab[pos] - world.ids["L0"]
         fits = [t for t in world.tasks if np.array_equal(world.labels(t, symbols), ys)]
         assert any(t.name not in heldout for t in fits)
+
+
+def test_copyable_repeats_weigh_less_than_first_appearances():
+    world = World(preset("quick", repeat_weight=0.3))
+    ids, labels, weights = world.pretraining_batch(np.random.default_rng(0), 64)
+    assert np.all((weights > 0) == (labels != -100)), "weights exactly on label tokens"
+    for doc, lab, wt in zip(ids, labels, weights):
+        pos = np.flatnonzero(lab != -100)
+        symbols = doc[pos - 1]
+        first = [s not in symbols[:i] for i, s in enumerate(symbols)]
+        assert np.allclose(wt[pos], np.where(first, 1.0, 0.3))
+    assert np.any(weights == 0.3) and np.any(weights == 1.0)
 
 
 def test_split_is_balanced_so_zero_shot_is_at_chance():

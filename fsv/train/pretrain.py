@@ -6,6 +6,8 @@ import numpy as np
 
 from fsv.train.worker import TrainJob
 
+BATCH_KEYS = ("input_ids", "labels", "weights")
+
 
 def build(config: dict, rank: int, world_size: int) -> TrainJob:
     import torch
@@ -26,9 +28,8 @@ def build(config: dict, rank: int, world_size: int) -> TrainJob:
         # every rank draws the same global batch and keeps its own rows, so a step sees the same
         # documents whatever the number of workers
         while True:
-            ids, labels = world.pretraining_batch(rng, config["batch"])
-            yield {"input_ids": torch.from_numpy(ids[rank::world_size]),
-                   "labels": torch.from_numpy(labels[rank::world_size])}
+            arrays = world.pretraining_batch(rng, config["batch"])
+            yield {key: torch.from_numpy(a[rank::world_size]) for key, a in zip(BATCH_KEYS, arrays)}
 
     return TrainJob(
         model=model,
@@ -38,4 +39,17 @@ def build(config: dict, rank: int, world_size: int) -> TrainJob:
         lr_schedule="cosine",
         warmup=config["warmup"],
         tokens_per_batch=lambda b: int(b["input_ids"].numel()),
+        extra={"loss": weighted_label_loss},
     )
+
+
+def weighted_label_loss(engine, batch: dict):
+    """Cross-entropy on label tokens, weighted per token (copyable repeats count less, see
+    `WorldConfig.repeat_weight`), normalised by the total weight."""
+    import torch.nn.functional as F
+
+    logits = engine(input_ids=batch["input_ids"]).logits[:, :-1]
+    targets, weights = batch["labels"][:, 1:], batch["weights"][:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).clamp(min=0),
+                         reduction="none").view_as(weights)
+    return (ce * weights).sum() / weights.sum().clamp(min=1e-8)

@@ -1,7 +1,8 @@
-"""The world: symbols on a grid of features, tasks that read one feature through a label permutation.
+"""The world: symbols on a grid of features, tasks that read one feature through a map to the labels.
 
 A symbol is a point of the grid `n_values ** n_features` (its name says nothing of its features).
-A task is (feature f, permutation pi of the labels): the label of symbol x is pi[feature_f(x)].
+A task is (feature f, map pi from values to labels): the label of symbol x is pi[feature_f(x)]; pi
+is any function (`maps: functions`, the default) or a permutation.
 Half the symbols (coordinate-sum parity) are the test inputs of every task; demonstrations and
 fine-tuning examples come only from the other half, so accuracy on the test inputs cannot be bought
 by memorising them. Per feature, a Latin square of permutations is held out: never in pretraining or
@@ -20,7 +21,7 @@ import numpy as np
 from fsv.world.config import WorldConfig
 
 SPECIALS = ["<pad>", "<bos>", "<unk>", "<eos>", "=", "<d>", "</d>", "<h>", "</h>"]
-FORMAT = 3  # bump when the vocabulary or the document format changes: it keys the model cache
+FORMAT = 4  # bump when the vocabulary or the document format changes: it keys the model cache
 DESCRIPTIONS = ("none", "model", "human")
 
 
@@ -143,25 +144,34 @@ class World:
     # --- pretraining corpus -----------------------------------------------------------------
     def pretraining_batch(self, rng: np.random.Generator, batch: int, tasks=None):
         """A batch of documents: runs of examples of one training task, with the model-view
-        description in front some of the time. Returns (input_ids, labels) [batch, context]; labels
-        are -100 except on label tokens (the loss that made ICL emerge on small CPUs)."""
+        description in front some of the time. Returns (input_ids, labels, weights), each
+        [batch, context]: labels are -100 except on label tokens (the loss that made ICL emerge on
+        small CPUs); weights are 1 where a symbol first appears in its document and
+        `repeat_weight` where it repeats (its label can be copied, not inferred), 0 elsewhere."""
         cfg, tasks = self.config, tasks or self.train_tasks
         ids = np.full((batch, cfg.context), self.ids["<pad>"], dtype=np.int64)
         labels = np.full((batch, cfg.context), -100, dtype=np.int64)
+        weights = np.zeros((batch, cfg.context), dtype=np.float32)
+        w = self.example_width
         for b in range(batch):
             task = tasks[rng.integers(len(tasks))]
             desc = self.description(task, "model") if rng.random() < cfg.desc_prob else []
-            w = self.example_width
-            n_ex = (cfg.context - 1 - len(desc)) // w
-            if rng.random() < cfg.skew_prob:
-                p = rng.dirichlet(np.full(cfg.n_symbols, cfg.skew_alpha))
-                symbols = rng.choice(cfg.n_symbols, size=n_ex, p=p)
-            else:
-                symbols = rng.integers(cfg.n_symbols, size=n_ex)
+            symbols = self._document_symbols(rng, (cfg.context - 1 - len(desc)) // w)
             body = self.examples(task, symbols)
             start = 1 + len(desc)
             ids[b, 0] = self.ids["<bos>"]
             ids[b, 1:start] = desc
-            ids[b, start : start + w * n_ex] = body.reshape(-1)
-            labels[b, start + w - 1 : start + w * n_ex : w] = body[:, -1]
-        return ids, labels
+            ids[b, start : start + w * len(symbols)] = body.reshape(-1)
+            at_labels = slice(start + w - 1, start + w * len(symbols), w)
+            labels[b, at_labels] = body[:, -1]
+            first = np.zeros(len(symbols), dtype=bool)
+            first[np.unique(symbols, return_index=True)[1]] = True
+            weights[b, at_labels] = np.where(first, 1.0, cfg.repeat_weight)
+        return ids, labels, weights
+
+    def _document_symbols(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        cfg = self.config
+        if rng.random() < cfg.skew_prob:
+            p = rng.dirichlet(np.full(cfg.n_symbols, cfg.skew_alpha))
+            return rng.choice(cfg.n_symbols, size=n, p=p)
+        return rng.integers(cfg.n_symbols, size=n)

@@ -59,13 +59,21 @@ class PretrainSection(Strict):
     _seeds = field_validator("seeds")(classmethod(lambda cls, v: _unique_positive(v, 0)))
 
 
-class TrainSection(Strict):
-    """How a training trial runs: Ray Train workers under a DeepSpeed engine."""
+class PlacementOverride(Strict):
+    zero_stage: int | None = Field(None, ge=0, le=3, description="DeepSpeed ZeRO stage for this model")
+    workers: int | None = Field(None, ge=1, description="Ray Train workers per trial for this model")
 
-    workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks)")
+
+class TrainSection(Strict):
+    """How a training trial runs: Ray Train workers under a DeepSpeed engine. `workers` and
+    `zero_stage` left out follow the size table (`fsv/models/placement.py`); `per_model` overrides
+    both for one model of the study."""
+
+    workers: int | None = Field(None, ge=1, description="Ray Train workers (data-parallel ranks); default: size table")
     cpus_per_worker: int = Field(1, ge=1)
     use_gpu: bool = False
-    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
+    zero_stage: int | None = Field(None, ge=0, le=3, description="DeepSpeed ZeRO stage; default: size table")
+    per_model: dict[str, PlacementOverride] = Field({}, description="model -> {zero_stage, workers}")
     precision: Literal["fp32", "bf16"] = "fp32"
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.0, ge=0)
@@ -118,6 +126,8 @@ class PromptTuningSection(TrainingRegime):
 
 class InstructionTuningSection(TrainingRegime):
     tasks_trained: list[int] = Field([8], min_length=1, description="T, training tasks")
+    train_tasks: list[str] | None = Field(None, min_length=1, description="text tasks to train on (by name; "
+                                          "default: the study's tasks); the evaluated task is always held out")
 
     _t = field_validator("tasks_trained")(classmethod(lambda cls, v: _unique_positive(v, 1)))
 
@@ -127,6 +137,8 @@ class RlhfSection(TrainingRegime):
     noise: float = Field(0.1, ge=0, le=0.5, description="annotator error rate")
     beta: float = Field(0.1, gt=0)
     lr: float = Field(5e-4, gt=0)
+    train_tasks: list[str] | None = Field(None, min_length=1, description="text tasks the feedback is on (by "
+                                          "name; default: the study's tasks); the evaluated task is always held out")
 
 
 class RegimesSection(Strict):
@@ -158,6 +170,7 @@ class StudyConfig(Strict):
     wandb: WandbSection = WandbSection()
     retries: int = Field(1, ge=0, description="extra attempts of a failing trial before it is recorded failed")
     analyze: bool = Field(True, description="run the analysis when the study completes")
+    trust_remote_code: bool = Field(False, description="let HF models and tokenizers run code shipped with them")
 
     _seeds = field_validator("seeds")(classmethod(lambda cls, v: _unique_positive(v, 0)))
 
@@ -166,6 +179,14 @@ class StudyConfig(Strict):
     def _no_duplicates(cls, v):
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate values in {v}; each axis value must appear once")
+        return v
+
+    @field_validator("trust_remote_code", mode="before")
+    @classmethod
+    def _a_boolean(cls, v):
+        if not isinstance(v, bool):
+            raise ValueError("not a boolean; accepted: true or false (true only if you trust the code "
+                             "the study's models ship)")
         return v
 
     def regime_sections(self) -> dict[str, BaseModel]:
@@ -214,9 +235,13 @@ def _config_error(exc: ValidationError, raw: dict, source: str | None) -> Config
     field = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc).replace(".[", "[")
     value = err.get("input")
     if err["type"] == "extra_forbidden":
-        parent = StudyConfig
+        parent, mapping_key = StudyConfig, False
         for part in loc[:-1]:
+            if mapping_key:  # the key of a dict field (e.g. a model under train.per_model)
+                mapping_key = False
+                continue
             ann = parent.model_fields[part].annotation
+            mapping_key = getattr(ann, "__origin__", None) is dict
             parent = next(a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel))
         return ConfigError(field, loc[-1], f"unknown key; {did_you_mean(loc[-1], list(parent.model_fields))}", source)
     if err["type"] == "missing":

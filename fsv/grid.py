@@ -11,8 +11,11 @@ import hashlib
 import itertools
 import json
 
+import numpy as np
+
 from fsv.config import StudyConfig
 from fsv.errors import ConfigError, did_you_mean
+from fsv.models.placement import placement
 from fsv.models.registry import resolve_model
 from fsv.world import World, preset
 
@@ -33,6 +36,14 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
     from fsv.tasks import get_task, is_text_task, task_names
 
     specs = [resolve_model(m, f"models[{i}]") for i, m in enumerate(study.models)]
+    for i, spec in enumerate(specs):
+        if spec.remote_code and not study.trust_remote_code:
+            raise ConfigError(f"models[{i}]", study.models[i], "its config.json or tokenizer_config.json maps to code shipped with the model "
+                              "(auto_map), which fsv does not run by default; accepted: a model transformers "
+                              "implements, or set `trust_remote_code: true` in the study to run that code", source)
+    for name in study.train.per_model:
+        if name not in study.models:
+            raise ConfigError(f"train.per_model.{name}", name, f"not a model of this study; accepted: {study.models}", source)
     for i, task in enumerate(study.tasks):
         if task in WORLD_TASKS:
             if not all(s.is_world for s in specs):
@@ -43,14 +54,13 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
         get_task(task, f"tasks[{i}]")
         if any(s.is_world for s in specs):
             raise ConfigError(f"tasks[{i}]", task, "text tasks need HF models (world models read only the world's tokens)", source)
-        unsupported = [r for r in study.regime_sections() if r in ("instruction_tuning", "rlhf")]
-        if unsupported:
-            raise ConfigError("regimes", unsupported, "text tasks run zero_shot, few_shot, sft and prompt_tuning; "
-                              "instruction_tuning and rlhf run on the world for now", source)
-    for name in study.task_sources:
-        if name not in study.tasks:
-            raise ConfigError(f"task_sources.{name}", study.task_sources[name], f"not a task of this study; accepted: {study.tasks}", source)
     sections = study.regime_sections()
+    _check_task_pools(study, sections, source)
+    known = set(study.tasks) | {t for r in sections for t in task_pool(study, r)}
+    for name in study.task_sources:
+        if name not in known:
+            raise ConfigError(f"task_sources.{name}", study.task_sources[name],
+                              f"not a task of this study; accepted: {sorted(known)}", source)
     if not sections:
         raise ConfigError("regimes", {}, "the grid is empty; give at least one of " + ", ".join(
             ["zero_shot", "few_shot", "sft", "prompt_tuning", "instruction_tuning", "rlhf"]), source)
@@ -58,6 +68,55 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
         _check_world_context(study, sections["few_shot"], source)
     if "few_shot" in sections and not any(s.is_world for s in specs):
         _check_text_context(study, specs, sections["few_shot"], source)
+
+
+def task_pool(study: StudyConfig, regime: str) -> list[str]:
+    """The text tasks a multi-task regime (instruction_tuning, rlhf) trains on, before the evaluated
+    task is held out: its `train_tasks`, else the study's tasks. Empty on the world."""
+    from fsv.tasks import get_task
+
+    section = study.regime_sections().get(regime)
+    if regime not in ("instruction_tuning", "rlhf") or section is None or WORLD_TASKS[0] in study.tasks:
+        return []
+    return [get_task(t).name for t in (section.train_tasks or study.tasks)]
+
+
+def _check_task_pools(study: StudyConfig, sections: dict, source) -> None:
+    """Every multi-task regime on text must leave each evaluated task at least one other task (and T of
+    them for instruction tuning) to train on; its training tasks are registered text tasks."""
+    from fsv.tasks import get_task
+
+    for regime in ("instruction_tuning", "rlhf"):
+        section = sections.get(regime)
+        if section is None or section.train_tasks is None:
+            continue
+        field = f"regimes.{regime}.train_tasks"
+        if WORLD_TASKS[0] in study.tasks:
+            raise ConfigError(field, section.train_tasks, "train_tasks names text tasks; on the world the regime "
+                              "draws its training tasks from the world's own; accepted: leave it out", source)
+        for j, name in enumerate(section.train_tasks):
+            get_task(name, f"{field}[{j}]")
+    for regime in ("instruction_tuning", "rlhf"):
+        pool = task_pool(study, regime)
+        if regime not in sections or not pool:
+            continue
+        for target in study.tasks:
+            others = held_out(pool, target)
+            if not others:
+                raise ConfigError(f"regimes.{regime}.train_tasks", pool, f"holding out the evaluated task {target} "
+                                  f"leaves no task to train on; accepted: at least one text task other than {target}", source)
+            ts = getattr(sections[regime], "tasks_trained", [])
+            for i, t in enumerate(ts):
+                if t > len(others):
+                    raise ConfigError(f"regimes.{regime}.tasks_trained[{i}]", t, f"evaluating {target} leaves "
+                                      f"{len(others)} training tasks ({', '.join(others)}); accepted: T <= {len(others)}, "
+                                      f"or more names in regimes.{regime}.train_tasks", source)
+
+
+def held_out(pool: list[str], target: str) -> list[str]:
+    from fsv.tasks import get_task
+
+    return [t for t in pool if t != get_task(target).name]
 
 
 def _check_world_context(study: StudyConfig, few_shot, source) -> None:
@@ -89,7 +148,8 @@ def _check_text_context(study: StudyConfig, specs, few_shot, source) -> None:
 
     for spec in specs:
         try:  # never reach for the network while validating: the local dir or the HF cache only
-            tokenizer = AutoTokenizer.from_pretrained(spec.name, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(spec.name, local_files_only=True,
+                                                      trust_remote_code=study.trust_remote_code)
         except (OSError, ValueError):
             continue
         for task in study.tasks:
@@ -101,7 +161,8 @@ def _check_text_context(study: StudyConfig, specs, few_shot, source) -> None:
 def expand(study: StudyConfig) -> list[dict]:
     """Every cell of the study, in a stable order."""
     cells = []
-    world_model = {m: resolve_model(m).is_world for m in study.models}
+    specs = {m: resolve_model(m) for m in study.models}
+    world_model = {m: spec.is_world for m, spec in specs.items()}
     pretrain = study.pretrain.model_dump(exclude={"seeds"})
     for regime, section in study.regime_sections().items():
         seeds = getattr(section, "seeds", None) or study.seeds
@@ -115,16 +176,40 @@ def expand(study: StudyConfig) -> list[dict]:
                     "seed": seed,
                     **axes,
                     "settings": section.model_dump(exclude={"n", "k", "layouts", "prompt_tokens",
-                                                            "tasks_trained", "descriptions", "seeds"}),
+                                                            "tasks_trained", "descriptions", "seeds",
+                                                            "train_tasks"}),
                     "world": study.world.model_dump() if task in WORLD_TASKS else None,
                     "task_source": study.task_sources.get(task),
                     "max_eval": study.max_eval if task not in WORLD_TASKS else None,
                     "pretrain": pretrain if world_model[model] else None,
-                    "train": study.train.model_dump() if regime not in ("zero_shot", "few_shot") else None,
+                    "train": train_settings(study, model, specs[model]) if regime not in ("zero_shot", "few_shot") else None,
                 }
+                if task_pool(study, regime):
+                    cell["train_tasks"] = training_tasks(study, regime, task, seed, axes["tasks_trained"])
                 cell["cell_id"] = cell_id(cell)
                 cells.append(cell)
     return cells
+
+
+def train_settings(study: StudyConfig, model: str, spec) -> dict:
+    """The cell's `train` settings with its ZeRO stage and workers placed (`fsv.models.placement`)."""
+    chosen = placement(spec.params, study.train, model)
+    return {**study.train.model_dump(exclude={"per_model"}), "zero_stage": chosen.zero_stage,
+            "workers": chosen.workers}
+
+
+def training_tasks(study: StudyConfig, regime: str, target: str, seed: int, count: int | None) -> list[list]:
+    """[[task, source], ...]: the text tasks a multi-task cell trains on, the evaluated one held out.
+    Instruction tuning takes the first T of a seeded order (so T = 2 is within T = 4 for one seed);
+    rlhf spreads its feedback over all of them."""
+    from fsv.tasks import get_task
+
+    others = held_out(task_pool(study, regime), target)
+    if count is not None:
+        order = np.random.default_rng([seed, 11]).permutation(len(others))
+        others = [others[i] for i in order[:count]]
+    sources = {get_task(k).name: v for k, v in study.task_sources.items()}
+    return [[name, sources.get(name)] for name in others]
 
 
 def _regime_axes(regime: str, s) -> list[dict]:

@@ -9,7 +9,9 @@ file with an atomic rename, so a study never holds two records of one cell and n
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,24 @@ def read_records(study_dir: str | Path):
 def ok_cell_ids(study_dir: str | Path) -> set[str]:
     frame = read_records(study_dir)
     return set(frame.loc[frame["status"] == "ok", "cell_id"])
+
+
+@contextmanager
+def local_view(study_dir: str | Path):
+    """A local folder with the study's `records/` and `cells.json`, for readers of local files (the
+    analysis): the folder itself, or for `s3://` / `gs://` a scratch copy whose `analysis/`, if one
+    was written into it, is uploaded beside the records on exit."""
+    if "://" not in str(study_dir):
+        yield Path(study_dir)
+        return
+    from pyarrow import fs
+
+    remote, base = _fs(study_dir)
+    local = fs.LocalFileSystem()
+    with tempfile.TemporaryDirectory(prefix="fsv-study-") as tmp:
+        for name in ("records", "cells.json"):
+            if remote.get_file_info(f"{base}/{name}").type != fs.FileType.NotFound:
+                fs.copy_files(f"{base}/{name}", f"{tmp}/{name}", source_filesystem=remote, destination_filesystem=local)
+        yield Path(tmp)
+        if (Path(tmp) / "analysis").is_dir():
+            fs.copy_files(f"{tmp}/analysis", f"{base}/analysis", source_filesystem=local, destination_filesystem=remote)

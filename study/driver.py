@@ -18,7 +18,7 @@ from pathlib import Path
 from fsv.config import StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
-from fsv.records import list_names, ok_cell_ids, read_records, write_record, write_text
+from fsv.records import list_names, local_view, ok_cell_ids, read_records, write_record, write_text
 from study.progress import Progress
 from study.trial import base_record, run_trial
 
@@ -38,9 +38,14 @@ def check_storage(storage: str) -> None:
         from pyarrow import fs
 
         try:
-            fs.FileSystem.from_uri(storage)
+            filesystem, path = fs.FileSystem.from_uri(storage)
+            bucket = path.split("/")[0]
+            found = filesystem.get_file_info(bucket).type != fs.FileType.NotFound
         except Exception as exc:  # noqa: BLE001
             raise ConfigError("--storage", storage, f"cannot open it ({exc}); accepted: a writable folder, s3://…, gs://…") from None
+        if not found:
+            raise ConfigError("--storage", storage, f"bucket {bucket!r} does not exist or these credentials cannot see it; "
+                              "accepted: a writable folder, or s3://BUCKET/… / gs://BUCKET/… in an existing bucket")
         return
     path = Path(storage).expanduser().resolve()
     existing = next(p for p in [path, *path.parents] if p.exists())
@@ -180,7 +185,8 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
 
     cells = {c["cell_id"]: c for c in todo}
     env = {"study": study.name, "study_dir": root, "bayes": bayes_table(study, todo),
-           "wandb": study.wandb.model_dump(), "retries": study.retries}
+           "wandb": study.wandb.model_dump(), "retries": study.retries,
+           "trust_remote_code": study.trust_remote_code}
     trainable = tune.with_resources(tune.with_parameters(run_trial, cells=cells, env=env),
                                     lambda config: _resources(cells[config["cell_id"]], study.train.use_gpu))
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -239,8 +245,9 @@ def _analyze(root: str, allow_partial: bool) -> None:
     from analysis import analyze
 
     try:
-        out = analyze(root, allow_partial=allow_partial)
-        Progress.say(f"analysis: {out}/report.md, figures in {out}/figures")
+        with local_view(root) as local:  # a scratch copy of remote records; analysis/ goes back up
+            analyze(str(local), allow_partial=allow_partial)
+        Progress.say(f"analysis: {root}/analysis/report.md, figures in {root}/analysis/figures")
     except FsvError as exc:
         Progress.say(f"analysis refused: {exc}")
     except Exception as exc:  # noqa: BLE001 - the records are safe; say what went wrong

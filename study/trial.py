@@ -44,7 +44,8 @@ def run_trial(config: dict, cells: dict, env: dict) -> None:
     started = time.time()
     for attempt in range(1, env["retries"] + 2):
         with tempfile.TemporaryDirectory(prefix="fsv-trial-") as scratch:
-            ctx = TrialContext(cell, env["study_dir"], Path(scratch), env["bayes"], attempt)
+            ctx = TrialContext(cell, env["study_dir"], Path(scratch), env["bayes"], attempt,
+                               env.get("trust_remote_code", False))
             try:
                 with tracker.trial(cell, attempt) as run:
                     fields = regime_module(cell["regime"]).run(cell, ctx)

@@ -180,3 +180,34 @@ def save_tiny_model(arch: str, dest: Path, texts: list[str], context: int = 512,
     model.save_pretrained(dest, safe_serialization=True)
     tok.save_pretrained(dest)
     return dest
+
+
+# --- a model that ships its own code ----------------------------------------------------------
+
+REMOTE_CODE = {
+    "configuration_fsv_tiny.py": "from transformers import LlamaConfig\n\n\n"
+                                 "class FsvTinyConfig(LlamaConfig):\n    model_type = 'fsv_tiny'\n",
+    "modeling_fsv_tiny.py": "from transformers import LlamaForCausalLM\n\n"
+                            "from .configuration_fsv_tiny import FsvTinyConfig\n\n\n"
+                            "class FsvTinyForCausalLM(LlamaForCausalLM):\n    config_class = FsvTinyConfig\n",
+    "tokenization_fsv_tiny.py": "from transformers import PreTrainedTokenizerFast\n\n\n"
+                                "class FsvTinyTokenizerFast(PreTrainedTokenizerFast):\n    pass\n",
+}
+
+
+def save_remote_code_model(dest: Path, texts: list[str], context: int = 512) -> Path:
+    """A tiny Llama whose config, model and tokenizer classes live in files beside the weights
+    (`auto_map`), as a hub repo with custom code ships them: it loads only with trust_remote_code."""
+    dest = save_tiny_model("llama", dest, texts, context)
+    for name, code in REMOTE_CODE.items():
+        (dest / name).write_text(code)
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg.update(model_type="fsv_tiny", architectures=["FsvTinyForCausalLM"],
+               auto_map={"AutoConfig": "configuration_fsv_tiny.FsvTinyConfig",
+                         "AutoModelForCausalLM": "modeling_fsv_tiny.FsvTinyForCausalLM"})
+    (dest / "config.json").write_text(json.dumps(cfg, indent=1))
+    tok = json.loads((dest / "tokenizer_config.json").read_text())
+    tok.update(tokenizer_class="FsvTinyTokenizerFast",
+               auto_map={"AutoTokenizer": [None, "tokenization_fsv_tiny.FsvTinyTokenizerFast"]})
+    (dest / "tokenizer_config.json").write_text(json.dumps(tok, indent=1))
+    return dest

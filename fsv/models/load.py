@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from fsv.models.cache import MARKER, cache_root, is_cached, ladder_dir
@@ -67,18 +68,59 @@ def _count_params(path: Path) -> int:
     return total
 
 
-def load_model(path: str | Path, dtype=None):
+def load_model(path: str | Path, dtype=None, trust_remote_code: bool = False, device: str | None = None):
+    """A causal LM by hub id or local dir. `device` places the weights as they load (e.g. "cuda",
+    never a full copy in host RAM first); `trust_remote_code` lets a model run code it ships."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32, device_map=device,
+                                                trust_remote_code=trust_remote_code)
 
 
-def load_causal_lm(path: str | Path, dtype=None):
+def load_causal_lm(path: str | Path, dtype=None, trust_remote_code: bool = False, device: str | None = None):
     from transformers import AutoTokenizer
 
-    return load_model(path, dtype), AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    return load_model(path, dtype, trust_remote_code, device), tokenizer
+
+
+@contextmanager
+def zero3_init(ds_config: dict):
+    """Under ZeRO-3, `from_pretrained` inside this block builds the model in `deepspeed.zero.Init`
+    (transformers' ZeRO-3 integration, switched on by a live `HfDeepSpeedConfig`): each parameter
+    is partitioned across the ranks as it is created, and only rank 0 reads the checkpoint (the
+    others map it to meta tensors), so no worker ever holds the whole model in host memory. Any
+    other stage: a plain load."""
+    if ds_config["zero_optimization"]["stage"] != 3:
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    live = HfDeepSpeedConfig(ds_config)  # noqa: F841 - transformers holds only a weak reference
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+
+
+def load_for_training(config: dict):
+    """(model, tokenizer) in a Ray Train worker: the cell's base model in the precision the engine
+    trains in, loaded partitioned under ZeRO-3 (`zero3_init` with the worker's `config["deepspeed"]`)."""
+    import torch
+
+    dtype = torch.bfloat16 if config["train"]["precision"] == "bf16" else torch.float32
+    with zero3_init(config["deepspeed"]):
+        return load_causal_lm(config["model_path"], dtype, config.get("trust_remote_code", False))
+
+
+def partition_stats(model) -> dict:
+    """Parameters of the whole model and those this rank holds (ZeRO-3 keeps 1/world of each)."""
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in model.parameters())
+    return {"params_total": total, "params_local": local}
 
 
 def param_count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())

@@ -18,6 +18,7 @@ class TrialContext:
     scratch: Path  # a local folder of this trial's own
     bayes: dict  # {k: bayes_accuracy} for the study's world, computed once by the driver
     attempt: int = 1
+    trust_remote_code: bool = False  # the study's permission for models that ship their own code
 
     @property
     def train_storage(self) -> str:
@@ -48,14 +49,18 @@ class TrialContext:
         return self.load_base_with_tokenizer()[0]
 
     def load_base_with_tokenizer(self):
-        """The base model (bf16 on a GPU, fp32 on CPU) and its tokenizer."""
+        return self.load(self.model_path)
+
+    def load(self, path: str, tokenizer: bool = True):
+        """A model (the base, or one a regime trained) and its tokenizer: bf16 straight onto the
+        GPU where there is one, fp32 on CPU."""
         import torch
 
-        from fsv.models.load import load_causal_lm
+        from fsv.models.load import load_causal_lm, load_model
 
         gpu = torch.cuda.is_available()
-        model, tokenizer = load_causal_lm(self.model_path, dtype=torch.bfloat16 if gpu else torch.float32)
-        return model.to("cuda" if gpu else "cpu"), tokenizer
+        args = (path, torch.bfloat16 if gpu else torch.float32, self.trust_remote_code, "cuda" if gpu else None)
+        return load_causal_lm(*args) if tokenizer else (load_model(*args), None)
 
     @cached_property
     def text_task(self):

@@ -17,21 +17,21 @@ def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
     import torch
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    from fsv.models.load import load_causal_lm, load_model
+    from fsv.models.load import load_for_training
     from fsv.regimes.training import text_batches
     from fsv.world import World, WorldConfig
 
     peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config["prompt_tokens"])
     save = lambda module, out: module.save_pretrained(out)  # noqa: E731 - the adapter only
     if config["world"] is None:
-        base, tokenizer = load_causal_lm(config["model_path"])
+        base, tokenizer = load_for_training(config)
         return TrainJob(model=get_peft_model(base, peft_config), steps=config["steps"], save=save,
                         batches=text_batches(config, tokenizer, rank, world_size),
                         tokens_per_batch=lambda b: int(b["attention_mask"].sum()))
     world = World(WorldConfig(**config["world"]))
     task = target_task(world, config["seed"])
     symbols = draw_examples(world, task, config["n"], config["seed"])
-    model = get_peft_model(load_model(config["model_path"]), peft_config)
+    model = get_peft_model(load_for_training(config)[0], peft_config)
     rng = np.random.default_rng([config["seed"], rank, 3])
     per_rank = max(1, config["batch"] // world_size)
 

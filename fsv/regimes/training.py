@@ -51,6 +51,7 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
     config = {
         "job": job, "model_path": ctx.model_path, "world": ctx.world_config, "seed": cell["seed"],
         "n": cell["n"], "steps": s["steps"], "batch": s["batch"], "lr": s["lr"], "train": cell["train"],
+        "trust_remote_code": ctx.trust_remote_code,
         **({"loop": loop} if loop else {}), **extra,
     }
     out = ctx.scratch / "trained"
@@ -89,30 +90,52 @@ def training_fields(cell: dict, params: int, metrics: dict, eval_s: float) -> di
     }
 
 
+def saver(tokenizer=None):
+    """save(module, dir) for rank 0: the full weights as safetensors, and the tokenizer if given."""
+    def save(module, out: str) -> None:
+        module.save_pretrained(out, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+
+    return save
+
+
+def label_rows(tokenizer, task, examples, variant: str) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per example: the zero-shot prompt (description `variant`, no
+    demonstrations) followed by the label word; loss on the label word's tokens only."""
+    from fsv.hf_eval import label_token_ids
+
+    words = label_token_ids(tokenizer, task)
+    rows = []
+    for ex in examples:
+        prompt = tokenizer(task.prompt([], ex.fields, variant)).input_ids
+        rows.append((prompt + words[ex.label], [-100] * len(prompt) + words[ex.label]))
+    return rows
+
+
+def padded_batches(rows: list, tokenizer, rng: np.random.Generator, size: int):
+    """Endless right-padded batches of `size` rows drawn with replacement."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    while True:
+        chosen = [rows[i] for i in rng.integers(len(rows), size=size)]
+        width = max(len(ids) for ids, _ in chosen)
+        ids = torch.full((size, width), pad, dtype=torch.long)
+        labels = torch.full((size, width), -100, dtype=torch.long)
+        mask = torch.zeros((size, width), dtype=torch.long)
+        for i, (x, y) in enumerate(chosen):
+            ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+        yield {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
 def text_batches(config: dict, tokenizer, rank: int, world_size: int):
     """Batches of a text task's n training examples (never test rows): the prompt without
     demonstrations, then the label word; loss on the label word's tokens; right-padded."""
-    import torch
-
-    from fsv.hf_eval import label_token_ids
     from fsv.tasks import draw_train, get_task, load_splits
 
     task = get_task(config["task"])
     examples = draw_train(load_splits(task, config.get("task_source")), config["n"], config["seed"])
-    words = label_token_ids(tokenizer, task)
-    rows = []
-    for ex in examples:
-        prompt = tokenizer(task.prompt([], ex.fields, "none")).input_ids
-        rows.append((prompt + words[ex.label], [-100] * len(prompt) + words[ex.label]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rng = np.random.default_rng([config["seed"], rank, 12])
-    per_rank = max(1, config["batch"] // world_size)
-    while True:
-        chosen = [rows[i] for i in rng.integers(len(rows), size=per_rank)]
-        width = max(len(ids) for ids, _ in chosen)
-        ids = torch.full((per_rank, width), pad, dtype=torch.long)
-        labels = torch.full((per_rank, width), -100, dtype=torch.long)
-        mask = torch.zeros((per_rank, width), dtype=torch.long)
-        for i, (x, y) in enumerate(chosen):
-            ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        yield {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return padded_batches(label_rows(tokenizer, task, examples, "none"), tokenizer, rng,
+                          max(1, config["batch"] // world_size))

@@ -77,18 +77,22 @@ def train_loop_per_worker(config: dict) -> None:
     import deepspeed
     import torch
 
+    from fsv.models.load import partition_stats
+
     torch.set_num_threads(train["cpus_per_worker"])  # Ray sets OMP_NUM_THREADS=1 in workers
     torch.manual_seed(config["seed"])
     t_imported = time.time()
+    micro = max(1, config["batch"] // world_size)
+    config = {**config, "deepspeed": deepspeed_config(train, micro)}  # loaders partition under ZeRO-3
     module, fn = config["job"].split(":")
     job: TrainJob = getattr(importlib.import_module(module), fn)(config, rank, world_size)
     t_built = time.time()
+    loaded = {**partition_stats(job.model), "build_rss_mb": _peak_rss_mb()}
     params = job.trainable() if job.trainable else [p for p in job.model.parameters() if p.requires_grad]
     optimizer = _optimizer(params, train, config["lr"])
-    micro = max(1, config["batch"] // world_size)
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=job.model, optimizer=optimizer, lr_scheduler=_schedule(optimizer, job),
-        config=deepspeed_config(train, micro), dist_init_required=False,
+        config=config["deepspeed"], dist_init_required=False,
     )
     t_first = time.time()
     curve, tokens = _run_steps(engine, job, config)
@@ -99,9 +103,16 @@ def train_loop_per_worker(config: dict) -> None:
         "train_s": t_last - t_first,
         "setup_s": t_first - t_start,
         "import_s": t_imported - t_start, "build_s": t_built - t_imported, "engine_s": t_first - t_built,
-        "device": str(engine.device),
+        "device": str(engine.device), **loaded,
     }
     _save_and_report(engine, job, config, metrics, curve, rank)
+
+
+def _peak_rss_mb() -> float:
+    """This worker's peak resident host memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _run_steps(engine, job: TrainJob, config: dict) -> tuple[list[float], int]:

@@ -52,6 +52,9 @@ def validate(study_yaml):
     for c in cells:
         by_regime[c["regime"]] = by_regime.get(c["regime"], 0) + 1
     click.echo(f"{study.name}: valid, {len(cells)} cells " + json.dumps(by_regime))
+    placed = {c["model"]: (c["train"]["zero_stage"], c["train"]["workers"]) for c in cells if c["train"]}
+    for model, (stage, workers) in placed.items():
+        click.echo(f"  {model}: ZeRO-{stage}, {workers} worker(s) per training trial")
 
 
 @main.command()
@@ -87,7 +90,7 @@ def models(world_preset, dump):
 
 
 @main.command()
-@click.argument("study_dir", type=click.Path(file_okay=False))
+@click.argument("study_dir")
 @click.option("--out", default=None, help="output folder (default: STUDY_DIR/analysis)")
 @click.option("--allow-partial", is_flag=True, help="analyse what is there; the report says what is missing")
 @click.option("--seed", default=0, show_default=True, help="bootstrap seed")
@@ -96,11 +99,15 @@ def analyze(study_dir, out, allow_partial, seed):
     from analysis import TrustError
     from analysis import analyze as run_analysis
 
+    from fsv.records import local_view
+
     try:
-        path = run_analysis(study_dir, out=out, allow_partial=allow_partial, seed=seed)
+        with local_view(study_dir) as local:  # s3:// / gs://: a scratch copy; analysis/ is uploaded back
+            path = run_analysis(str(local), out=out, allow_partial=allow_partial, seed=seed)
     except TrustError as exc:
         raise FsvError(str(exc)) from None
-    click.echo(f"analysis written to {path}")
+    where = path if out or "://" not in study_dir else f"{study_dir.rstrip('/')}/analysis"
+    click.echo(f"analysis written to {where}")
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
     specs = [resolve_model(m, f"models[{i}]") for i, m in enumerate(study.models)]
     for i, spec in enumerate(specs):
         if spec.remote_code and not study.trust_remote_code:
-            raise ConfigError(f"models[{i}]", study.models[i], "its config.json or tokenizer_config.json maps to code shipped with the model "
-                              "(auto_map), which fsv does not run by default; accepted: a model transformers "
-                              "implements, or set `trust_remote_code: true` in the study to run that code", source)
+            raise ConfigError(f"models[{i}]", study.models[i], "its config.json or tokenizer_config.json maps to "
+                              "code shipped with the model (auto_map), which fsv does not run by default; accepted: "
+                              "a model transformers implements, or set `trust_remote_code: true` in the study to run "
+                              "that code", source)
     for name in study.train.per_model:
         if name not in study.models:
             raise ConfigError(f"train.per_model.{name}", name, f"not a model of this study; accepted: {study.models}", source)

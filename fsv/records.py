@@ -164,7 +164,10 @@ def local_view(study_dir: str | Path):
     local = fs.LocalFileSystem()
     with tempfile.TemporaryDirectory(prefix="fsv-study-") as tmp:
         for name in ("records", "cells.json"):
-            if remote.get_file_info(f"{base}/{name}").type != fs.FileType.NotFound:
+            kind = remote.get_file_info(f"{base}/{name}").type
+            if kind == fs.FileType.Directory:
+                Path(tmp, name).mkdir()
+            if kind != fs.FileType.NotFound:
                 fs.copy_files(f"{base}/{name}", f"{tmp}/{name}", source_filesystem=remote, destination_filesystem=local)
         yield Path(tmp)
         if (Path(tmp) / "analysis").is_dir():

@@ -67,6 +67,25 @@ def test_a_bucket_that_does_not_exist_is_refused_before_launch(s3, monkeypatch):
     assert err.value.field == "--storage" and err.value.value == "s3://no-such-bucket/studies"
 
 
+def test_analysis_reads_a_local_copy_of_s3_records_and_its_output_goes_back(s3, monkeypatch):
+    from fsv.records import local_view, read_records, write_record, write_text
+
+    for key, value in s3.items():
+        monkeypatch.setenv(key, value)
+    study = f"s3://{BUCKET}/views/v"
+    for i in range(3):
+        write_record(study, {"cell_id": f"c{i}", "study": "v", "status": "ok", "accuracy": i / 4})
+    write_text(study, "cells.json", '{"cells": []}')
+    with local_view(study) as local:
+        assert sorted(p.name for p in (local / "records").iterdir()) == ["c0.parquet", "c1.parquet", "c2.parquet"]
+        assert read_records(local).accuracy.sum() == pytest.approx(0.75)
+        (local / "analysis" / "figures").mkdir(parents=True)
+        (local / "analysis" / "report.md").write_text("# report\n")
+        (local / "analysis" / "figures" / "a.png").write_bytes(b"png")
+    assert _names(s3, f"{BUCKET}/views/v/analysis") == ["figures", "report.md"]
+    assert not local.exists()
+
+
 @pytest.mark.slow
 def test_study_on_s3_leaves_its_records_there_and_resumes_from_them(s3, fsv_env, tmp_path):
     import datasets

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fsv.config import PretrainSection
 from fsv.models.cache import is_cached, ladder_dir
 from fsv.models.ladder import LADDER, llama_config
-from fsv.models.registry import HF_SUITES
+from fsv.models.placement import default_placement
+from fsv.models.registry import HF_SUITES, nominal_params
 from fsv.world import World, preset
 
 
@@ -27,5 +28,7 @@ def inventory(world_preset: str = "quick") -> list[dict]:
                      "layers": size.n_layers, "d_model": size.d_model,
                      "cached": f"pretrain seeds {seeds}" if seeds else "no"})
     for name in HF_SUITES:
-        rows.append({"name": name, "kind": "hf", "params": None, "cached": "hub id (loaded with from_pretrained)"})
+        placed = default_placement(nominal_params(name))
+        rows.append({"name": name, "kind": "hf", "params": nominal_params(name),
+                     "cached": f"hub id (params: the size in its name); trains on ZeRO-{placed.zero_stage} x {placed.workers} worker(s) by default"})
     return rows

@@ -36,15 +36,22 @@ def main(study_dir: str) -> None:
         print(json.dumps({"model": model, "pretrain_seed": seed, "params": m["params"],
                           "pretrain_wall_s": round(m["wall_s"]), "final_loss": round(m["final_loss"], 3)}))
     ic = frame[(frame.regime.isin(["zero_shot", "few_shot"])) & (frame.description == "none")]
-    curve = ic.groupby(["model", "k"]).agg(acc=("accuracy", "mean"), bayes=("bayes_accuracy", "first"),
-                                           chance=("chance", "first")).reset_index()
-    kmax = int(curve.k.max()) if len(curve) else 0
-    for model, rows in curve.groupby("model"):
-        top = rows[rows.k == kmax].iloc[0] if (rows.k == kmax).any() else None
-        eff = (top.acc - top.chance) / (top.bayes - top.chance) if top is not None else None
-        print(json.dumps({"model": model, "acc_by_k": {int(r.k): round(r.acc, 3) for r in rows.itertuples()},
+    kmax = int(ic.k.max()) if len(ic) else 0
+    for (model, pseed), rows in ic.groupby(["model", "pretrain_seed"]):
+        curve = rows.groupby("k").agg(acc=("accuracy", "mean"), bayes=("bayes_accuracy", "first"),
+                                      chance=("chance", "first"))
+        top = curve.loc[kmax] if kmax in curve.index else None
+        eff = None if top is None else (top.acc - top.chance) / (top.bayes - top.chance)
+        print(json.dumps({"model": model, "pretrain_seed": int(pseed),
+                          "acc_by_k": {int(k): round(r.acc, 3) for k, r in curve.iterrows()},
                           "icl_efficiency_at_kmax": None if eff is None else round(eff, 3), "kmax": kmax}))
-    zs = frame[frame.regime == "zero_shot"].groupby(["model", "description"]).accuracy.mean().unstack()
+    top = ic[ic.k == kmax].groupby(["pretrain_seed", "model"]).accuracy.mean().unstack()
+    params = {m: v["params"] for (m, _), v in markers.items()}
+    for pseed, row in top.iterrows():
+        order = sorted(row.index, key=lambda m: params.get(m, 0))
+        print(json.dumps({"pretrain_seed": int(pseed), f"acc_at_k{kmax}_by_size": {m: round(row[m], 3) for m in order},
+                          "ordered_by_size": bool(all(row[a] <= row[b] for a, b in zip(order, order[1:])))}))
+    zs = frame[frame.regime == "zero_shot"].groupby(["model", "pretrain_seed", "description"]).accuracy.mean().unstack()
     print(zs.round(3).to_string())
 
 

@@ -15,23 +15,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(study_dir: str) -> None:
-    from fsv.models.cache import read_marker
+    from fsv.models.cache import is_cached, ladder_dir, read_marker
     from fsv.records import read_records
+    from fsv.world import preset
 
     frame = read_records(study_dir)
     frame = frame[frame.status == "ok"]
     cells = json.loads((Path(study_dir) / "cells.json").read_text())["cells"]
     markers = {}
     for c in cells:
-        if c.get("pretrain_seed") is None:
+        key = (c["model"], c.get("pretrain_seed"))
+        if key[1] is None or key in markers:
             continue
-        from fsv.models.cache import ladder_dir
-        from fsv.world import preset
-
         world = preset(c["world"]["preset"], seed=c["world"]["seed"]).model_dump()
         path = ladder_dir(c["model"], world, c["pretrain"], c["pretrain_seed"])
-        if (path / "fsv-model.json").exists():
-            markers[(c["model"], c["pretrain_seed"])] = read_marker(path)
+        if is_cached(path):
+            markers[key] = read_marker(path)
     for (model, seed), m in sorted(markers.items(), key=lambda kv: kv[1]["params"]):
         print(json.dumps({"model": model, "pretrain_seed": seed, "params": m["params"],
                           "pretrain_wall_s": round(m["wall_s"]), "final_loss": round(m["final_loss"], 3)}))

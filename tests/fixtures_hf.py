@@ -113,6 +113,16 @@ def write_formats(task: TextTask, root: Path, n_train: int = 40, n_test: int = 2
     return out
 
 
+def disk_sources(tasks, root: Path) -> dict[str, str]:
+    """A `save_to_disk` snapshot of each named task under `root`, as a study's `task_sources`."""
+    import datasets
+
+    from fsv.tasks import get_task
+
+    datasets.disable_progress_bars()
+    return {t: str(write_formats(get_task(t), root)["disk_dict"]) for t in tasks}
+
+
 def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures_hf import save_remote_code_model, save_tiny_model, task_texts, write_formats
+from fixtures_hf import save_remote_code_model, save_tiny_model, disk_sources, task_texts
 from fsv.config import parse_study
 from fsv.errors import ConfigError
 from fsv.grid import cell_id, expand
@@ -20,14 +20,11 @@ TASKS = ("sst2", "ag_news", "trec")
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    import datasets
-
-    datasets.disable_progress_bars()
     base = tmp_path_factory.mktemp("hf-options")
     texts = task_texts()
     models = {"neox": save_tiny_model("gpt_neox", base / "neox", texts),
               "remote": save_remote_code_model(base / "remote", texts)}
-    sources = {t: str(write_formats(get_task(t), base / "data")["disk_dict"]) for t in TASKS}
+    sources = disk_sources(TASKS, base / "data")
     return {"models": {k: str(v) for k, v in models.items()}, "sources": sources}
 
 

@@ -11,10 +11,9 @@ import pytest
 import torch
 import yaml
 
-from fixtures_hf import save_remote_code_model, task_texts, write_formats
+from fixtures_hf import save_remote_code_model, disk_sources, task_texts
 from fsv.models.load import load_model
 from fsv.models.registry import resolve_model
-from fsv.tasks import get_task
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +22,10 @@ TASKS = ("sst2", "ag_news", "trec")
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    import datasets
-
-    datasets.disable_progress_bars()
     base = tmp_path_factory.mktemp("hf-regimes")
     texts = task_texts()
     models = {"remote": save_remote_code_model(base / "remote", texts)}
-    sources = {t: str(write_formats(get_task(t), base / "data")["disk_dict"]) for t in TASKS}
+    sources = disk_sources(TASKS, base / "data")
     return {"base": base, "models": {k: str(v) for k, v in models.items()}, "sources": sources}
 
 

@@ -98,11 +98,12 @@ def zero3_init(ds_config: dict):
     from transformers.integrations import HfDeepSpeedConfig
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    live = HfDeepSpeedConfig(ds_config)  # noqa: F841 - transformers holds only a weak reference
+    live = HfDeepSpeedConfig(ds_config)  # transformers holds only a weak reference: keep it alive here
     try:
         yield
     finally:
         unset_hf_deepspeed_config()
+        del live
 
 
 def load_for_training(config: dict):

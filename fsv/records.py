@@ -45,9 +45,10 @@ SCHEMA = pa.schema(
         ("acc_none", pa.float64()),  # zero-shot accuracy per description variant, where measured
         ("acc_model", pa.float64()),
         ("acc_human", pa.float64()),
+        ("task_accuracy", pa.string()),  # JSON {task: accuracy}: where one trial adapts to each held-out task
         ("demo_indices", pa.string()),  # JSON: the demonstrations drawn, per evaluation episode
         ("train_examples", pa.int64()),
-        ("train_tokens", pa.int64()),
+        ("train_tokens", pa.int64()),  # tokens one adaptation trained on (per task where a trial adapts to each)
         ("train_flops", pa.float64()),  # 6 * params * tokens
         ("final_train_loss", pa.float64()),
         ("wall_s", pa.float64()),

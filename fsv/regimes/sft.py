@@ -3,7 +3,8 @@
 How the n examples are laid out is an axis: `single` (one example per sequence, the usual
 fine-tuning format) or `packed` (examples packed into one sequence like a pretraining document, so
 fine-tuning can use the model's in-context machinery). The trained model is then evaluated like the
-base model: zero-shot on the task's test symbols, which training never shows.
+base model: zero-shot on the task's test symbols, which training never shows. On the world, one
+trial adapts a copy of the model to each held-out task (`per_task_jobs`) and pools their accuracy.
 """
 
 from __future__ import annotations
@@ -12,32 +13,31 @@ import time
 
 import numpy as np
 
-from fsv.regimes.training import (draw_examples, evaluate_target, saver, sequences, target_task, train_cell,
-                                  training_fields)
+from fsv.regimes.training import (evaluate_per_task, evaluate_text_target, per_task_jobs, saver, sequences,
+                                  train_cell, training_fields)
 from fsv.train.worker import TrainJob
 
 
-def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
+def build_job(config: dict, rank: int, world_size: int):
     if config["world"] is None:
         return build_text_job(config, rank, world_size)
     import torch
 
     from fsv.models.load import load_for_training
-    from fsv.world import World, WorldConfig
 
-    world = World(WorldConfig(**config["world"]))
-    task = target_task(world, config["seed"])
-    symbols = draw_examples(world, task, config["n"], config["seed"])
-    model = load_for_training(config)[0]
-    rng = np.random.default_rng([config["seed"], rank, 2])
     per_rank = max(1, config["batch"] // world_size)
 
-    def batches():
-        while True:
-            ids, labels = sequences(world, task, symbols, config["layout"], "none", rng, per_rank)
-            yield {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+    def job(world, task, symbols) -> TrainJob:
+        rng = np.random.default_rng([config["seed"], rank, 2, world.tasks.index(task)])
 
-    return TrainJob(model=model, batches=batches(), steps=config["steps"], save=saver())
+        def batches():
+            while True:
+                ids, labels = sequences(world, task, symbols, config["layout"], "none", rng, per_rank)
+                yield {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+
+        return TrainJob(model=load_for_training(config)[0], batches=batches(), steps=config["steps"], save=saver())
+
+    return per_task_jobs(config, job)
 
 
 def build_text_job(config: dict, rank: int, world_size: int) -> TrainJob:
@@ -57,6 +57,10 @@ def run(cell: dict, ctx) -> dict:
     path, metrics = train_cell(cell, ctx, "fsv.regimes.sft:build_job", layout=cell["layout"],
                                task=cell["task"], task_source=cell.get("task_source"))
     t0 = time.time()
-    model, tokenizer = ctx.load(path, tokenizer=cell["world"] is None)
-    fields = evaluate_target(model, tokenizer, cell, ctx)
+    if cell["world"] is None:
+        model, tokenizer = ctx.load(path)
+        fields = evaluate_text_target(model, tokenizer, cell, ctx)
+    else:
+        model = ctx.load_base()  # for its parameter count; each task's weights are read below
+        fields = evaluate_per_task(lambda task: ctx.load(f"{path}/{task.name}", tokenizer=False)[0], cell, ctx)
     return {**fields, **training_fields(cell, param_count(model), metrics, time.time() - t0)}

@@ -3,23 +3,47 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Iterator
 
 import numpy as np
 
-from fsv.world import Task, World
-
-
-def target_task(world: World, seed: int) -> Task:
-    """The held-out task a single-task regime adapts to: rotated by seed, so seeds cover tasks."""
-    return world.heldout_tasks[seed % len(world.heldout_tasks)]
+from fsv.train.worker import TrainJob
+from fsv.world import Task, World, WorldConfig
 
 
 def draw_examples(world: World, task: Task, n: int, seed: int) -> np.ndarray:
     """n training examples (symbols) of `task`, from its training symbols only: the test symbols
     stay unseen, so accuracy on them measures generalisation, never memory."""
-    rng = np.random.default_rng([seed, n, 31337])
+    rng = np.random.default_rng([seed, n, 31337, world.tasks.index(task)])
     return rng.choice(world.train_symbols, size=n)
+
+
+def per_task_jobs(config: dict, make_job) -> Iterator[TrainJob]:
+    """A single-task regime on the world adapts one copy of the model to *each* held-out task,
+    from n examples of that task, one after another in the same Ray Train job. Accuracy then
+    comes from every held-out task's test symbols (64 queries in the quick world, not one task's
+    8), and one trial's fixed cost serves all of them. `make_job(task, symbols)` builds one."""
+    world = World(WorldConfig(**config["world"]))
+    for task in world.heldout_tasks:
+        job = make_job(world, task, draw_examples(world, task, config["n"], config["seed"]))
+        job.name = task.name
+        yield job
+
+
+def evaluate_per_task(load_trained, cell: dict, ctx) -> dict:
+    """Zero-shot accuracy of each per-task model (`load_trained(task)`) on its own task's test
+    symbols, pooled over the held-out tasks; the per-task accuracies go into the record too."""
+    from fsv.evaluate import evaluate_world
+
+    per_task, correct, total = {}, 0.0, 0
+    for task in ctx.world.heldout_tasks:
+        res = evaluate_world(load_trained(task), ctx.world, [task], k=0, variant="none", seed=cell["seed"])
+        per_task[task.name] = res.accuracy
+        correct, total = correct + res.accuracy * res.n_eval, total + res.n_eval
+    return {"accuracy": correct / total, "n_eval": total, "chance": res.chance, "acc_none": correct / total,
+            "task_accuracy": json.dumps(per_task)}
 
 
 def sequences(world: World, task: Task, symbols: np.ndarray, layout: str, description: str,
@@ -61,27 +85,18 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
     return str(out), metrics
 
 
-def evaluate_target(model, tokenizer, cell: dict, ctx) -> dict:
-    """Zero-shot accuracy of a model trained on one task, on that task's test inputs (the world's
-    target held-out task, or a text task's test split), as record fields."""
-    if cell["world"] is None:
-        from fsv.hf_eval import evaluate_text
+def evaluate_text_target(model, tokenizer, cell: dict, ctx) -> dict:
+    """Zero-shot accuracy of a model trained on a text task, on that task's test split."""
+    from fsv.hf_eval import evaluate_text
 
-        res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=0, variant="none",
-                            seed=cell["seed"], max_eval=cell.get("max_eval"))
-        extra = {"accuracy_norm": res.accuracy_norm}
-    else:
-        from fsv.evaluate import evaluate_world
-
-        res = evaluate_world(model, ctx.world, [target_task(ctx.world, cell["seed"])], k=0, variant="none",
-                             seed=cell["seed"])
-        extra = {}
+    res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=0, variant="none",
+                        seed=cell["seed"], max_eval=cell.get("max_eval"))
     return {"accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance, "acc_none": res.accuracy,
-            **extra}
+            "accuracy_norm": res.accuracy_norm}
 
 
 def training_fields(cell: dict, params: int, metrics: dict, eval_s: float) -> dict:
-    tokens = int(metrics["train_tokens"])
+    tokens = int(metrics["train_tokens"]) // int(metrics.get("jobs", 1))  # per adaptation (per task)
     return {
         "model_params": params, "train_examples": cell["n"] * (cell.get("tasks_trained") or 1),
         "train_tokens": tokens, "train_flops": 6.0 * params * tokens,

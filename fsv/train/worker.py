@@ -1,7 +1,10 @@
 """What every Ray Train worker runs: build the job, wrap it in a DeepSpeed engine, train, save.
 
 Everything arrives in `config` (the DeepSpeed settings included); nothing is read from globals. A
-job is named by an import path (`"fsv.train.pretrain:build"`) and returns a `TrainJob`.
+job is named by an import path (`"fsv.train.pretrain:build"`) and returns a `TrainJob`, or several
+named ones (e.g. one adaptation per held-out task): they train one after another in the same
+worker, each in an engine of its own, and each is saved in its own folder of the one checkpoint, so
+Ray Train's fixed cost is paid once per trial, not once per task.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class TrainJob:
     lr_schedule: str = "constant"  # or "cosine" (linear warm-up, cosine decay)
     warmup: float = 0.0
     extra: dict = field(default_factory=dict)
+    name: str = ""  # the job's folder in the checkpoint when a builder returns several jobs
 
 
 def deepspeed_config(train: dict, micro_batch: int) -> dict:
@@ -74,10 +78,7 @@ def train_loop_per_worker(config: dict) -> None:
     train = config["train"]
     if not train["use_gpu"]:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
     import torch
-
-    from fsv.models.load import partition_stats
 
     torch.set_num_threads(train["cpus_per_worker"])  # Ray sets OMP_NUM_THREADS=1 in workers
     torch.manual_seed(config["seed"])
@@ -85,27 +86,54 @@ def train_loop_per_worker(config: dict) -> None:
     micro = max(1, config["batch"] // world_size)
     config = {**config, "deepspeed": deepspeed_config(train, micro)}  # loaders partition under ZeRO-3
     module, fn = config["job"].split(":")
-    job: TrainJob = getattr(importlib.import_module(module), fn)(config, rank, world_size)
+    built = getattr(importlib.import_module(module), fn)(config, rank, world_size)
+    jobs = iter([built] if isinstance(built, TrainJob) else built)
+    totals = {"train_s": 0.0, "build_s": time.time() - t_imported, "engine_s": 0.0, "train_tokens": 0, "losses": []}
+    with tempfile.TemporaryDirectory() as out:
+        while True:
+            t_build = time.time()
+            job = next(jobs, None)  # a builder may yield its jobs lazily, one model in memory at a time
+            totals["build_s"] += time.time() - t_build
+            if job is None:
+                break
+            _train_one(job, config, rank, world_size, os.path.join(out, job.name), totals)
+        losses, first = totals.pop("losses"), totals.pop("first", {})
+        metrics = {**totals, **first, "final_train_loss": sum(losses) / len(losses) if losses else float("nan"),
+                   "jobs": len(losses), "setup_s": time.time() - t_start - totals["train_s"],
+                   "import_s": t_imported - t_start}
+        checkpoint = ray.train.Checkpoint.from_directory(out) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str, totals: dict) -> None:
+    """One job: its engine, its steps, its weights and loss curve saved under `out` on rank 0."""
+    import deepspeed
+
+    from fsv.models.load import partition_stats
+
     t_built = time.time()
     loaded = {**partition_stats(job.model), "build_rss_mb": _peak_rss_mb()}
     params = job.trainable() if job.trainable else [p for p in job.model.parameters() if p.requires_grad]
-    optimizer = _optimizer(params, train, config["lr"])
+    optimizer = _optimizer(params, config["train"], config["lr"])
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=job.model, optimizer=optimizer, lr_scheduler=_schedule(optimizer, job),
         config=config["deepspeed"], dist_init_required=False,
     )
     t_first = time.time()
     curve, tokens = _run_steps(engine, job, config)
-    t_last = time.time()
-    metrics = {
-        "final_train_loss": curve[-1] if curve else float("nan"),
-        "train_tokens": tokens * world_size,
-        "train_s": t_last - t_first,
-        "setup_s": t_first - t_start,
-        "import_s": t_imported - t_start, "build_s": t_built - t_imported, "engine_s": t_first - t_built,
-        "device": str(engine.device), **loaded,
-    }
-    _save_and_report(engine, job, config, metrics, curve, rank)
+    train_s = time.time() - t_first
+    totals["train_s"] += train_s
+    totals["engine_s"] += t_first - t_built
+    totals["train_tokens"] += tokens * world_size
+    totals["losses"].append(curve[-1] if curve else float("nan"))
+    totals.setdefault("first", {"device": str(engine.device), **loaded})
+    stage3 = config["train"]["zero_stage"] == 3
+    with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage3):
+        if rank == 0:
+            os.makedirs(out, exist_ok=True)
+            job.save(engine.module, out)
+            with open(os.path.join(out, "train_curve.json"), "w") as f:
+                json.dump({"loss": curve, "train_s": train_s, "train_tokens": tokens * world_size, **loaded}, f)
 
 
 def _peak_rss_mb() -> float:
@@ -138,19 +166,3 @@ def _mean_over_ranks(loss) -> float:
         dist.all_reduce(loss)
         loss /= dist.get_world_size()
     return float(loss)
-
-
-def _save_and_report(engine, job: TrainJob, config: dict, metrics: dict, curve: list, rank: int) -> None:
-    import deepspeed
-    import ray.train
-
-    stage3 = config["train"]["zero_stage"] == 3
-    with tempfile.TemporaryDirectory() as out:
-        gather = deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage3)
-        with gather:
-            if rank == 0:
-                job.save(engine.module, out)
-                with open(os.path.join(out, "train_curve.json"), "w") as f:
-                    json.dump({"loss": curve, **metrics}, f)
-        checkpoint = ray.train.Checkpoint.from_directory(out) if rank == 0 else None
-        ray.train.report(metrics, checkpoint=checkpoint)

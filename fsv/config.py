@@ -48,7 +48,8 @@ class WorldSection(Strict):
 class PretrainSection(Strict):
     steps: int = Field(1500, ge=1, description="optimizer steps per ladder model (a fixed budget, not wall time)")
     batch: int = Field(32, ge=1, description="documents per step")
-    lr: float = Field(2e-3, gt=0)
+    lr: float | None = Field(None, gt=0, description="peak learning rate for every size; default: each size's "
+                             "own, inversely proportional to its width (fsv/models/ladder.py)")
     warmup: float = Field(0.05, ge=0, lt=1, description="share of steps with linear warm-up")
     seeds: list[int] = Field([0], min_length=1, description="pretraining seeds; each is a replicate model")
     workers: int = Field(1, ge=1, description="Ray Train workers per pretraining job")

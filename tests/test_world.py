@@ -112,3 +112,19 @@ def test_distinct_count_probabilities_sum_to_one():
         assert p.sum() == pytest.approx(1.0) and p[min(n, k) + 1 :].sum() == 0
     assert distinct_count_probs(8, 2)[1] == pytest.approx(1 / 8)
     assert math.isclose(distinct_count_probs(8, 0)[0], 1.0)
+
+
+def test_each_ladder_size_pretrains_at_its_own_rate_unless_the_study_sets_one():
+    from fsv.config import PretrainSection
+    from fsv.models.cache import ladder_dir
+    from fsv.models.ladder import LADDER
+    from fsv.models.load import pretrain_config
+
+    world = preset("quick").model_dump()
+    default = PretrainSection().model_dump(exclude={"seeds"})
+    rates = {name: pretrain_config(name, world, default, 0)["lr"] for name in LADDER}
+    assert all(rates[n] * LADDER[n].d_model == pytest.approx(rates["world-l"] * 128) for n in LADDER)
+    assert rates["world-xs"] > rates["world-s"] > rates["world-m"] > rates["world-l"]
+    fixed = {**default, "lr": 2e-3}
+    assert pretrain_config("world-l", world, fixed, 0)["lr"] == 2e-3
+    assert ladder_dir("world-l", world, fixed, 0) != ladder_dir("world-l", world, default, 0)

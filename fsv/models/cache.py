@@ -22,8 +22,9 @@ def cache_root() -> Path:
 def ladder_identity(name: str, world: dict, pretrain: dict, seed: int) -> dict:
     from fsv.world.world import FORMAT
 
-    return {"model": name, "size": asdict(LADDER[name]), "world": world, "pretrain": pretrain, "seed": seed,
-            "format": FORMAT}
+    size = LADDER[name]
+    return {"model": name, "size": asdict(size), "lr": pretrain.get("lr") or size.lr, "world": world,
+            "pretrain": pretrain, "seed": seed, "format": FORMAT}
 
 
 def ladder_dir(name: str, world: dict, pretrain: dict, seed: int) -> Path:

@@ -25,7 +25,7 @@ def inventory(world_preset: str = "quick") -> list[dict]:
     for name, size in LADDER.items():
         seeds = [s for s in range(5) if is_cached(ladder_dir(name, world.config.model_dump(), dims, s))]
         rows.append({"name": name, "kind": "world", "params": ladder_params(name, world),
-                     "layers": size.n_layers, "d_model": size.d_model,
+                     "layers": size.n_layers, "d_model": size.d_model, "lr": size.lr,
                      "cached": f"pretrain seeds {seeds}" if seeds else "no"})
     for name in HF_SUITES:
         placed = default_placement(nominal_params(name))

@@ -13,6 +13,10 @@ from fsv.models.cache import MARKER, cache_root, is_cached, ladder_dir
 
 
 def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
+    """The Ray Train job of one ladder model: the study's pretraining section, the size's own
+    learning rate unless the study sets one (`LadderSize.lr`)."""
+    from fsv.models.ladder import LADDER
+
     train = {
         "workers": pretrain["workers"], "cpus_per_worker": pretrain["cpus_per_worker"],
         "use_gpu": pretrain["use_gpu"], "zero_stage": pretrain["zero_stage"],
@@ -21,7 +25,7 @@ def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
     }
     return {
         "job": "fsv.train.pretrain:build", "model": name, "world": world, "seed": seed,
-        "steps": pretrain["steps"], "batch": pretrain["batch"], "lr": pretrain["lr"],
+        "steps": pretrain["steps"], "batch": pretrain["batch"], "lr": pretrain["lr"] or LADDER[name].lr,
         "warmup": pretrain["warmup"], "train": train,
     }
 
@@ -43,7 +47,7 @@ def pretrain_world_model(name: str, world: dict, pretrain: dict, seed: int, trac
     curve = json.loads((staging / "train_curve.json").read_text())["loss"]
     (staging / "loss_curve.json").write_text(json.dumps({"step": list(range(1, len(curve) + 1)), "loss": curve}))
     params = _count_params(staging)
-    marker = {"name": name, "seed": seed, "params": params, "wall_s": time.time() - started,
+    marker = {"name": name, "seed": seed, "params": params, "lr": config["lr"], "wall_s": time.time() - started,
               "final_loss": curve[-1], "world": world, "pretrain": pretrain, **{k: metrics[k] for k in ("train_s", "train_tokens")}}
     if tracker:
         tracker.log_pretraining(name, seed, curve, marker)

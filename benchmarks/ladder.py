@@ -32,7 +32,7 @@ def main(study_dir: str) -> None:
         if is_cached(path):
             markers[key] = read_marker(path)
     for (model, seed), m in sorted(markers.items(), key=lambda kv: kv[1]["params"]):
-        print(json.dumps({"model": model, "pretrain_seed": seed, "params": m["params"],
+        print(json.dumps({"model": model, "pretrain_seed": seed, "params": m["params"], "lr": m.get("lr"),
                           "pretrain_wall_s": round(m["wall_s"]), "final_loss": round(m["final_loss"], 3)}))
     ic = frame[(frame.regime.isin(["zero_shot", "few_shot"])) & (frame.description == "none")]
     kmax = int(ic.k.max()) if len(ic) else 0

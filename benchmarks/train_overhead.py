@@ -1,4 +1,5 @@
-"""Where a training trial's fixed cost goes: `fit()` of the sft job on world-xs, N times in one
+"""Where a training trial's fixed cost goes: `fit()` of the sft job on world-xs (one adaptation per
+held-out task, `jobs` of them, in one Ray Train job), N times in one
 process on a real local Ray cluster, split into Ray Train's machinery (worker group up/down,
 checkpoint), the worker's imports, the job build (model load, data), `deepspeed.initialize`, and
 the training steps themselves.
@@ -35,7 +36,7 @@ def main() -> None:
         t0 = time.time()
         m = fit(config, str(tmp / "ray"), f"run{i}", tmp / f"out{i}")
         total = time.time() - t0
-        row = {"run": i, "fit_s": round(total, 2), "ray_train_s": round(total - m["setup_s"] - m["train_s"], 2),
+        row = {"run": i, "jobs": m["jobs"], "fit_s": round(total, 2), "ray_train_s": round(total - m["setup_s"] - m["train_s"], 2),
                **{k: round(m[k], 2) for k in ("import_s", "build_s", "engine_s", "train_s")}}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -83,10 +83,11 @@ def models(world_preset, dump):
     if dump:
         click.echo(json.dumps(rows, indent=1))
         return
-    click.echo(f"{'model':32} {'params':>12}  cached (world {world_preset}, default pretraining)")
+    click.echo(f"{'model':32} {'params':>12} {'pretrain lr':>11}  cached (world {world_preset}, default pretraining)")
     for r in rows:
         params = f"{r['params']:,}" if r["params"] else "-"
-        click.echo(f"{r['name']:32} {params:>12}  {r['cached']}")
+        lr = f"{r['lr']:.2e}" if "lr" in r else "-"
+        click.echo(f"{r['name']:32} {params:>12} {lr:>11}  {r['cached']}")
 
 
 @main.command()

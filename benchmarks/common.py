@@ -5,10 +5,32 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 TRAIN = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0, "precision": "fp32",
          "optimizer": "adamw", "weight_decay": 0.0, "grad_clip": 1.0}
+
+
+def bare_steps(job, config: dict, steps: int, loss=lambda model, batch: model(**batch).loss) -> tuple[float, int]:
+    """(seconds, tokens) of `steps` plain single-process PyTorch steps on a `TrainJob`: AdamW at the
+    config's rate and weight decay, the same gradient clipping and thread count as a trial, no
+    Ray and no DeepSpeed -- the baseline the training benchmarks divide by."""
+    import torch
+
+    torch.set_num_threads(config["train"]["cpus_per_worker"])
+    opt = torch.optim.AdamW(job.model.parameters(), lr=config["lr"], weight_decay=config["train"]["weight_decay"])
+    batches = [next(job.batches) for _ in range(steps)]
+    tokens, t0 = 0, time.perf_counter()
+    for batch in batches:
+        value = loss(job.model, batch)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(job.model.parameters(), config["train"]["grad_clip"])
+        opt.step()
+        opt.zero_grad()
+        float(value)
+        tokens += int(batch["input_ids"].numel())
+    return time.perf_counter() - t0, tokens
 
 
 def local_cluster_and_model(model: str, pretrain_steps: int) -> tuple[Path, dict, Path]:

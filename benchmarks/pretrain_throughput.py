@@ -20,23 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def bare_loop(config: dict) -> float:
     """Seconds per step of plain PyTorch on the pretraining job `config` describes."""
-    import torch
-
+    from benchmarks.common import bare_steps
     from fsv.train.pretrain import build, weighted_label_loss
 
-    torch.set_num_threads(config["train"]["cpus_per_worker"])
-    job = build(config, 0, 1)
-    opt = torch.optim.AdamW(job.model.parameters(), lr=config["lr"], weight_decay=config["train"]["weight_decay"])
-    batches = [next(job.batches) for _ in range(config["steps"])]
-    t0 = time.perf_counter()
-    for batch in batches:
-        loss = weighted_label_loss(job.model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(job.model.parameters(), config["train"]["grad_clip"])
-        opt.step()
-        opt.zero_grad()
-        float(loss)
-    return (time.perf_counter() - t0) / config["steps"]
+    seconds, _ = bare_steps(build(config, 0, 1), config, config["steps"], loss=weighted_label_loss)
+    return seconds / config["steps"]
 
 
 def main() -> None:

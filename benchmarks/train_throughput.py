@@ -9,31 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def bare_loop(config: dict, steps: int) -> float:
-    """tokens/s of plain PyTorch: the same job builder, AdamW, forward/backward/step."""
-    import torch
-
+    """tokens/s of plain PyTorch on the same job builder (the first held-out task's job)."""
+    from benchmarks.common import bare_steps
     from fsv.regimes.sft import build_job
 
-    torch.set_num_threads(config["train"]["cpus_per_worker"])
-    job = next(iter(build_job(config, 0, 1)))  # on the world: the first held-out task's job
-    opt = torch.optim.AdamW(job.model.parameters(), lr=config["lr"])
-    batches = [next(job.batches) for _ in range(steps)]
-    tokens, t0 = 0, time.perf_counter()
-    for batch in batches:
-        loss = job.model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(job.model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-        tokens += int(batch["input_ids"].numel())
-    return tokens / (time.perf_counter() - t0)
+    seconds, tokens = bare_steps(next(iter(build_job(config, 0, 1))), config, steps)
+    return tokens / seconds
 
 
 def main() -> None:

@@ -19,11 +19,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("FSV_CACHE", Path.home() / ".cache" / "fsv")).expanduser()
 
 
+def pretrain_lr(name: str, pretrain: dict) -> float:
+    """The peak learning rate a ladder model pretrains at: the study's, else its size's own."""
+    return pretrain.get("lr") or LADDER[name].lr
+
+
 def ladder_identity(name: str, world: dict, pretrain: dict, seed: int) -> dict:
     from fsv.world.world import FORMAT
 
-    size = LADDER[name]
-    return {"model": name, "size": asdict(size), "lr": pretrain.get("lr") or size.lr, "world": world,
+    return {"model": name, "size": asdict(LADDER[name]), "lr": pretrain_lr(name, pretrain), "world": world,
             "pretrain": pretrain, "seed": seed, "format": FORMAT}
 
 

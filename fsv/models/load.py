@@ -9,14 +9,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fsv.models.cache import MARKER, cache_root, is_cached, ladder_dir
+from fsv.models.cache import MARKER, cache_root, is_cached, ladder_dir, pretrain_lr
 
 
 def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
     """The Ray Train job of one ladder model: the study's pretraining section, the size's own
-    learning rate unless the study sets one (`LadderSize.lr`)."""
-    from fsv.models.ladder import LADDER
-
+    learning rate unless the study sets one (`pretrain_lr`)."""
     train = {
         "workers": pretrain["workers"], "cpus_per_worker": pretrain["cpus_per_worker"],
         "use_gpu": pretrain["use_gpu"], "zero_stage": pretrain["zero_stage"],
@@ -25,7 +23,7 @@ def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
     }
     return {
         "job": "fsv.train.pretrain:build", "model": name, "world": world, "seed": seed,
-        "steps": pretrain["steps"], "batch": pretrain["batch"], "lr": pretrain["lr"] or LADDER[name].lr,
+        "steps": pretrain["steps"], "batch": pretrain["batch"], "lr": pretrain_lr(name, pretrain),
         "warmup": pretrain["warmup"], "train": train,
     }
 

@@ -52,15 +52,12 @@ def build_text_job(config: dict, rank: int, world_size: int) -> TrainJob:
 
 
 def run(cell: dict, ctx) -> dict:
-    from fsv.models.load import param_count
-
     path, metrics = train_cell(cell, ctx, "fsv.regimes.sft:build_job", layout=cell["layout"],
                                task=cell["task"], task_source=cell.get("task_source"))
     t0 = time.time()
     if cell["world"] is None:
-        model, tokenizer = ctx.load(path)
-        fields = evaluate_text_target(model, tokenizer, cell, ctx)
+        fields = evaluate_text_target(*ctx.load(path), cell, ctx)
     else:
-        model = ctx.load_base()  # for its parameter count; each task's weights are read below
         fields = evaluate_per_task(lambda task: ctx.load(f"{path}/{task.name}", tokenizer=False)[0], cell, ctx)
-    return {**fields, **training_fields(cell, param_count(model), metrics, time.time() - t0)}
+    # the worker counted the model's parameters as it built the first job (whole under ZeRO-3 too)
+    return {**fields, **training_fields(cell, int(metrics["params_total"]), metrics, time.time() - t0)}

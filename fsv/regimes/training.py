@@ -24,7 +24,7 @@ def per_task_jobs(config: dict, make_job) -> Iterator[TrainJob]:
     """A single-task regime on the world adapts one copy of the model to *each* held-out task,
     from n examples of that task, one after another in the same Ray Train job. Accuracy then
     comes from every held-out task's test symbols (64 queries in the quick world, not one task's
-    8), and one trial's fixed cost serves all of them. `make_job(task, symbols)` builds one."""
+    8), and one trial's fixed cost serves all of them. `make_job(world, task, symbols)` builds one."""
     world = World(WorldConfig(**config["world"]))
     for task in world.heldout_tasks:
         job = make_job(world, task, draw_examples(world, task, config["n"], config["seed"]))

@@ -88,25 +88,30 @@ def train_loop_per_worker(config: dict) -> None:
     module, fn = config["job"].split(":")
     built = getattr(importlib.import_module(module), fn)(config, rank, world_size)
     jobs = iter([built] if isinstance(built, TrainJob) else built)
-    totals = {"train_s": 0.0, "build_s": time.time() - t_imported, "engine_s": 0.0, "train_tokens": 0, "losses": []}
+    done, build_s = [], time.time() - t_imported
     with tempfile.TemporaryDirectory() as out:
         while True:
             t_build = time.time()
             job = next(jobs, None)  # a builder may yield its jobs lazily, one model in memory at a time
-            totals["build_s"] += time.time() - t_build
+            build_s += time.time() - t_build
             if job is None:
                 break
-            _train_one(job, config, rank, world_size, os.path.join(out, job.name), totals)
-        losses, first = totals.pop("losses"), totals.pop("first", {})
-        metrics = {**totals, **first, "final_train_loss": sum(losses) / len(losses) if losses else float("nan"),
-                   "jobs": len(losses), "setup_s": time.time() - t_start - totals["train_s"],
-                   "import_s": t_imported - t_start}
+            done.append(_train_one(job, config, rank, world_size, os.path.join(out, job.name)))
+        train_s = sum(d["train_s"] for d in done)
+        metrics = {
+            **done[0]["loaded"], "device": done[0]["device"], "jobs": len(done),
+            "final_train_loss": sum(d["final_loss"] for d in done) / len(done),
+            "train_tokens": sum(d["train_tokens"] for d in done), "train_s": train_s,
+            "setup_s": time.time() - t_start - train_s, "import_s": t_imported - t_start, "build_s": build_s,
+            "engine_s": sum(d["engine_s"] for d in done),
+        }
         checkpoint = ray.train.Checkpoint.from_directory(out) if rank == 0 else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str, totals: dict) -> None:
-    """One job: its engine, its steps, its weights and loss curve saved under `out` on rank 0."""
+def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str) -> dict:
+    """One job: its engine and steps; its weights and loss curve saved under `out` on rank 0.
+    Returns what the trial's metrics sum or average over its jobs."""
     import deepspeed
 
     from fsv.models.load import partition_stats
@@ -122,11 +127,6 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
     t_first = time.time()
     curve, tokens = _run_steps(engine, job, config)
     train_s = time.time() - t_first
-    totals["train_s"] += train_s
-    totals["engine_s"] += t_first - t_built
-    totals["train_tokens"] += tokens * world_size
-    totals["losses"].append(curve[-1] if curve else float("nan"))
-    totals.setdefault("first", {"device": str(engine.device), **loaded})
     stage3 = config["train"]["zero_stage"] == 3
     with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage3):
         if rank == 0:
@@ -134,6 +134,8 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
             job.save(engine.module, out)
             with open(os.path.join(out, "train_curve.json"), "w") as f:
                 json.dump({"loss": curve, "train_s": train_s, "train_tokens": tokens * world_size, **loaded}, f)
+    return {"train_s": train_s, "engine_s": t_first - t_built, "train_tokens": tokens * world_size,
+            "final_loss": curve[-1] if curve else float("nan"), "loaded": loaded, "device": str(engine.device)}
 
 
 def _peak_rss_mb() -> float:

@@ -18,7 +18,9 @@ def bare_loop(config: dict, steps: int) -> float:
     """tokens/s of plain PyTorch on the same job builder (the first held-out task's job)."""
     from benchmarks.common import bare_steps
     from fsv.regimes.sft import build_job
+    from fsv.train.worker import deepspeed_config
 
+    config = {**config, "deepspeed": deepspeed_config(config["train"], config["batch"])}  # as a worker builds it
     seconds, tokens = bare_steps(next(iter(build_job(config, 0, 1))), config, steps)
     return tokens / seconds
 

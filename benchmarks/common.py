@@ -37,6 +37,7 @@ def local_cluster_and_model(model: str, pretrain_steps: int) -> tuple[Path, dict
     """(scratch folder, world config, path of `model` pretrained for `pretrain_steps` steps)."""
     import ray
 
+    from fsv.config import PretrainSection
     from fsv.models.load import pretrain_world_model
     from fsv.world import preset
     from study.driver import LOCAL_TRAIN_ENV
@@ -46,6 +47,5 @@ def local_cluster_and_model(model: str, pretrain_steps: int) -> tuple[Path, dict
     ray.init(num_cpus=os.cpu_count(), resources={"fsv_trial_driver": 100}, include_dashboard=False,
              runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", **LOCAL_TRAIN_ENV}}, log_to_driver=False)
     world = preset("quick").model_dump()
-    pretrain = {"steps": pretrain_steps, "batch": 16, "lr": 3e-3, "warmup": 0.1, "workers": 1,
-                "cpus_per_worker": 1, "zero_stage": 0, "use_gpu": False}
+    pretrain = PretrainSection(steps=pretrain_steps, batch=16, lr=3e-3, warmup=0.1).model_dump(exclude={"seeds"})
     return tmp, world, pretrain_world_model(model, world, pretrain, seed=0)

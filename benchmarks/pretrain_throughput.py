@@ -35,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
+    from fsv.config import PretrainSection
     from fsv.models.load import pretrain_config
     from fsv.train.launch import fit
     from fsv.world import preset
@@ -43,8 +44,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fsv-bench-"))
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", **LOCAL_TRAIN_ENV}})
-    pretrain = {"steps": args.steps, "batch": args.batch, "lr": None, "warmup": 0.05, "workers": 1,
-                "cpus_per_worker": 1, "zero_stage": 0, "use_gpu": False}
+    pretrain = PretrainSection(steps=args.steps, batch=args.batch).model_dump(exclude={"seeds"})
     config = pretrain_config(args.model, preset("quick").model_dump(), pretrain, 0)
     t0 = time.time()
     metrics = fit(config, str(tmp / "ray"), "pretrain", tmp / "out")

@@ -51,6 +51,12 @@ class PretrainSection(Strict):
     lr: float | None = Field(None, gt=0, description="peak learning rate for every size; default: each size's "
                              "own, inversely proportional to its width (fsv/models/ladder.py)")
     warmup: float = Field(0.05, ge=0, lt=1, description="share of steps with linear warm-up")
+    schedule: Literal["wsd", "cosine"] = Field(
+        "wsd", description="after warm-up: 'wsd' holds the peak rate, then decays linearly to 0 over the last "
+        "`cooldown` share of steps; 'cosine' decays from the first step (measured, world-l, 2000 steps: "
+        "k = 16 accuracy .90 with wsd against .69 with cosine; in-context learning grows while the rate is high)"
+    )
+    cooldown: float = Field(0.2, gt=0, le=1, description="share of steps of the linear decay (schedule 'wsd')")
     seeds: list[int] = Field([0], min_length=1, description="pretraining seeds; each is a replicate model")
     workers: int = Field(1, ge=1, description="Ray Train workers per pretraining job")
     cpus_per_worker: int = Field(1, ge=1, description="small models train best one thread each, several at once")

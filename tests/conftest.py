@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from fsv.config import PretrainSection
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -23,8 +25,7 @@ def fsv_env(fsv_cache) -> dict:
 
 
 WORLD = {"preset": "quick", "seed": 0}
-PRETRAIN = {"steps": 40, "batch": 16, "lr": 3e-3, "warmup": 0.1, "workers": 1, "cpus_per_worker": 1,
-            "zero_stage": 0, "use_gpu": False}
+PRETRAIN = PretrainSection(steps=40, batch=16, lr=3e-3, warmup=0.1).model_dump(exclude={"seeds"})
 
 
 def world_config() -> dict:

@@ -128,3 +128,19 @@ def test_each_ladder_size_pretrains_at_its_own_rate_unless_the_study_sets_one():
     fixed = {**default, "lr": 2e-3}
     assert pretrain_config("world-l", world, fixed, 0)["lr"] == 2e-3
     assert ladder_dir("world-l", world, fixed, 0) != ladder_dir("world-l", world, default, 0)
+
+
+def test_ladder_pretraining_holds_its_peak_rate_then_cools_down_linearly():
+    from fsv.config import PretrainSection
+    from fsv.models.load import pretrain_config
+    from fsv.train.worker import TrainJob, lr_factor
+
+    default = PretrainSection(steps=1000).model_dump(exclude={"seeds"})
+    config = pretrain_config("world-s", preset("quick").model_dump(), default, 0)
+    assert (config["schedule"], config["warmup"], config["cooldown"]) == ("wsd", 0.05, 0.2)
+    wsd = TrainJob(model=None, batches=iter(()), steps=1000, save=None, lr_schedule="wsd", warmup=0.05, cooldown=0.2)
+    assert lr_factor(wsd, 0) == pytest.approx(1 / 50)  # linear warm-up over 50 steps
+    assert [lr_factor(wsd, s) for s in (49, 400, 800)] == [1.0, 1.0, 1.0]  # held at the peak
+    assert [lr_factor(wsd, s) for s in (900, 999, 1000)] == pytest.approx([0.5, 0.005, 0.0])  # linear to 0
+    cosine = TrainJob(model=None, batches=iter(()), steps=1000, save=None, lr_schedule="cosine", warmup=0.05)
+    assert lr_factor(cosine, 500) == pytest.approx(0.5) and lr_factor(cosine, 400) < lr_factor(wsd, 400)

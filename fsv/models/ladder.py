@@ -5,11 +5,12 @@ every CPU run of this world, the same-size Llama-style model learned it (DESIGN.
 `fsv models --dump` prints the resolved configs side by side.
 
 Each size pretrains at its own peak learning rate, inversely proportional to its width (the
-muP rule for Adam on hidden weights; Pythia and GPT-3 also lower the rate as models grow): one rate
-for every size left the widest model on its plateau longest. Measured in a bare loop on 2 CPU
-cores (same seed and data, 3000-step cosine schedule), held-out accuracy at k = 16: world-l left
-chance at ~1250 steps at 2e-3 and at 3e-3, at ~750 at 1e-3 (.84 by step 2000, against .57 at 2e-3);
-world-m at step 1750: .72 at 2e-3, .95 at 1e-3. `pretrain.lr` in a study overrides the rule.
+muP rule for Adam on hidden weights; Pythia and GPT-3 also lower the rate as models grow), anchored
+where world-l learned fastest. Measured in a bare loop on 2 CPU cores (same seed and data, 3000-step
+cosine schedule), held-out accuracy at k = 16: world-l left chance at ~1250 steps at 2e-3 and at
+3e-3, at ~750 at 1e-3 (.84 by step 2000, against .57 at 2e-3); world-m at step 1750: .72 at 2e-3,
+.95 at 1e-3. The rule is not tuned per size beyond that anchor. `pretrain.lr` in a study overrides it;
+`pretrain.schedule` (fsv/config.py) sets the shape of the rate over the steps.
 """
 
 from __future__ import annotations

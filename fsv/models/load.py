@@ -24,7 +24,8 @@ def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
     return {
         "job": "fsv.train.pretrain:build", "model": name, "world": world, "seed": seed,
         "steps": pretrain["steps"], "batch": pretrain["batch"], "lr": pretrain_lr(name, pretrain),
-        "warmup": pretrain["warmup"], "train": train,
+        "warmup": pretrain["warmup"], "schedule": pretrain["schedule"], "cooldown": pretrain["cooldown"],
+        "train": train,
     }
 
 

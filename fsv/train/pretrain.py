@@ -36,8 +36,9 @@ def build(config: dict, rank: int, world_size: int) -> TrainJob:
         batches=batches(),
         steps=config["steps"],
         save=lambda module, out: module.save_pretrained(out, safe_serialization=True),
-        lr_schedule="cosine",
+        lr_schedule=config["schedule"],
         warmup=config["warmup"],
+        cooldown=config["cooldown"],
         tokens_per_batch=lambda b: int(b["input_ids"].numel()),
         extra={"loss": weighted_label_loss},
     )

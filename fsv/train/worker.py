@@ -26,8 +26,9 @@ class TrainJob:
     save: Callable[[object, str], None]  # save(module, directory) on rank 0
     trainable: Callable[[], list] | None = None  # parameters to optimise (default: all requiring grad)
     tokens_per_batch: Callable[[dict], int] = lambda b: int(b["input_ids"].numel())
-    lr_schedule: str = "constant"  # or "cosine" (linear warm-up, cosine decay)
-    warmup: float = 0.0
+    lr_schedule: str = "constant"  # "cosine" (decay from the start) or "wsd" (hold, then linear decay)
+    warmup: float = 0.0  # share of steps with a linear warm-up, for every schedule
+    cooldown: float = 0.2  # share of steps of the linear decay that ends a "wsd" schedule
     extra: dict = field(default_factory=dict)
     name: str = ""  # the job's folder in the checkpoint when a builder returns several jobs
 
@@ -53,20 +54,26 @@ def _optimizer(params, train: dict, lr: float):
     return torch.optim.AdamW(params, lr=lr, weight_decay=train["weight_decay"])
 
 
-def _schedule(optimizer, job: TrainJob):
+def lr_factor(job: TrainJob, step: int) -> float:
+    """The learning rate at `step` as a share of the peak: a linear warm-up, then the job's schedule.
+    'wsd' (warm-up, stable, decay) holds the peak and decays linearly to 0 over the last `cooldown`
+    share of the steps."""
     import math
 
+    warm = max(1, int(job.warmup * job.steps))
+    ramp = min(1.0, (step + 1) / warm) if job.warmup else 1.0
+    if job.lr_schedule == "cosine":
+        return ramp * 0.5 * (1 + math.cos(math.pi * min(step, job.steps) / job.steps))
+    if job.lr_schedule == "wsd":
+        decay_from = job.steps * (1 - job.cooldown)
+        return ramp * min(1.0, max(0.0, (job.steps - step) / (job.steps - decay_from)))
+    return ramp
+
+
+def _schedule(optimizer, job: TrainJob):
     import torch
 
-    warm = max(1, int(job.warmup * job.steps))
-
-    def factor(step: int) -> float:
-        ramp = min(1.0, (step + 1) / warm) if job.warmup else 1.0
-        if job.lr_schedule == "cosine":
-            return ramp * 0.5 * (1 + math.cos(math.pi * min(step, job.steps) / job.steps))
-        return ramp
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(job, step))
 
 
 def train_loop_per_worker(config: dict) -> None:

@@ -74,16 +74,21 @@ def status(study_dir):
 
 @main.command()
 @click.option("--world", "world_preset", default="quick", show_default=True, help="world preset")
+@click.option("--study", "study_path", default=None,
+              help="look ladder models up under this study's world and pretraining (e.g. study/quick.yaml)")
 @click.option("--dump", is_flag=True, help="print the resolved ladder configs as JSON")
-def models(world_preset, dump):
+def models(world_preset, study_path, dump):
     """The model registry: parameter counts and whether each ladder model is cached."""
+    from fsv.config import load_study
     from fsv.models.inventory import inventory
 
-    rows = inventory(world_preset)
+    study = load_study(study_path) if study_path else None
+    rows = inventory(world_preset, study)
     if dump:
         click.echo(json.dumps(rows, indent=1))
         return
-    click.echo(f"{'model':32} {'params':>12} {'pretrain lr':>11}  cached (world {world_preset}, default pretraining)")
+    under = f"study {study.name}" if study else f"world {world_preset}, default pretraining"
+    click.echo(f"{'model':32} {'params':>12} {'pretrain lr':>11}  cached ({under})")
     for r in rows:
         params = f"{r['params']:,}" if r["params"] else "-"
         lr = f"{r['lr']:.2e}" if "lr" in r else "-"

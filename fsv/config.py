@@ -46,7 +46,8 @@ class WorldSection(Strict):
 
 
 class PretrainSection(Strict):
-    steps: int = Field(1500, ge=1, description="optimizer steps per ladder model (a fixed budget, not wall time)")
+    steps: int = Field(2000, ge=1, description="optimizer steps per ladder model (a fixed budget, not wall time); "
+                       "the default is the quick study's, whose models `fsv models` then shows as cached")
     batch: int = Field(32, ge=1, description="documents per step")
     lr: float | None = Field(None, gt=0, description="peak learning rate for every size; default: each size's "
                              "own, inversely proportional to its width (fsv/models/ladder.py)")

@@ -92,3 +92,13 @@ def test_kill_9_then_resume_records_every_cell_exactly_once(tmp_path, fsv_env, s
     cells = _cells(storage / "smoke")
     assert len(frame) == len(cells) and frame.cell_id.is_unique and (frame.status == "ok").all()
     assert set(frame.cell_id) == {c["cell_id"] for c in cells}
+
+
+def test_models_shows_the_ladder_a_study_pretrained_as_cached_under_that_study(smoke_run, fsv_env):
+    proc = fsv("models", "--study", str(SMOKE), env=fsv_env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    assert "cached (study smoke)" in proc.stdout.splitlines()[0]
+    assert rows["world-xs"].endswith("pretrain seeds [0]") and rows["world-xxl"].endswith("no")
+    default = fsv("models", env=fsv_env, timeout=120)  # other pretraining: another cache entry
+    assert default.returncode == 0 and "world-xs" in default.stdout and "pretrain seeds [0]" not in default.stdout

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fsv.config import PretrainSection
-from fsv.models.cache import is_cached, ladder_dir
+from fsv.config import PretrainSection, StudyConfig
+from fsv.models.cache import is_cached, ladder_dir, pretrain_lr
 from fsv.models.ladder import LADDER, llama_config
 from fsv.models.placement import default_placement
 from fsv.models.registry import HF_SUITES, nominal_params
@@ -17,15 +17,22 @@ def ladder_params(name: str, world: World) -> int:
     return sum(p.numel() for p in LlamaForCausalLM(cfg).parameters())
 
 
-def inventory(world_preset: str = "quick") -> list[dict]:
-    world = World(preset(world_preset))
-    pretrain = PretrainSection()
+def inventory(world_preset: str = "quick", study: StudyConfig | None = None) -> list[dict]:
+    """Every registered model. Ladder models are looked up in the cache under `study`'s world and
+    pretraining section (its seeds and the first five), else under the preset and the defaults."""
+    if study is not None:
+        from fsv.grid import world_of
+
+        world, pretrain = world_of(study), study.pretrain
+    else:
+        world, pretrain = World(preset(world_preset)), PretrainSection()
     dims = pretrain.model_dump(exclude={"seeds"})
     rows = []
     for name, size in LADDER.items():
-        seeds = [s for s in range(5) if is_cached(ladder_dir(name, world.config.model_dump(), dims, s))]
+        candidates = sorted(set(range(5)) | set(pretrain.seeds))
+        seeds = [s for s in candidates if is_cached(ladder_dir(name, world.config.model_dump(), dims, s))]
         rows.append({"name": name, "kind": "world", "params": ladder_params(name, world),
-                     "layers": size.n_layers, "d_model": size.d_model, "lr": size.lr,
+                     "layers": size.n_layers, "d_model": size.d_model, "lr": pretrain_lr(name, dims),
                      "cached": f"pretrain seeds {seeds}" if seeds else "no"})
     for name in HF_SUITES:
         placed = default_placement(nominal_params(name))

@@ -80,10 +80,10 @@ def _scores(model, world) -> dict:
     return {**acc, **zero}
 
 
-def _bayes(args: argparse.Namespace) -> dict:
+def _bayes(world) -> dict:
     from fsv.world.bayes import bayes_accuracy
 
-    t0, world = time.time(), _world(args)
+    t0 = time.time()
     bayes = {k: float(bayes_accuracy(world, k)[0]) for k in KS}
     print(f"Bayes accuracy in {time.time() - t0:.0f} s", file=sys.stderr)
     return bayes
@@ -108,12 +108,13 @@ def main() -> None:
     jobs = [(name, seed, args) for name in args.models for seed in args.seeds]
     t0 = time.time()
     out = open(args.out, "w") if args.out else None
+    world = _world(args)
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         pending = pool.imap_unordered(_run, jobs)
-        bayes = {} if args.no_bayes else _bayes(args)  # on the CPU while the models train
+        bayes = {} if args.no_bayes else _bayes(world)  # on the CPU while the models train
         rows = []
         for row in pending:
-            _efficiency(row, bayes, args)
+            _efficiency(row, bayes, chance=1 / world.config.n_values)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if out:
@@ -127,9 +128,9 @@ def main() -> None:
     _table(rows, bayes, args)
 
 
-def _efficiency(row: dict, bayes: dict, args: argparse.Namespace) -> None:
+def _efficiency(row: dict, bayes: dict, chance: float) -> None:
     """ICL efficiency at the largest k: accuracy gain over chance / Bayes-optimal gain over chance."""
-    kmax, chance = max(KS), 1 / _world(args).config.n_values
+    kmax = max(KS)
     if bayes:
         row["icl_efficiency"] = round((row[f"k{kmax}"] - chance) / (bayes[kmax] - chance), 3)
 

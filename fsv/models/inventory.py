@@ -26,11 +26,11 @@ def inventory(world_preset: str = "quick", study: StudyConfig | None = None) -> 
         world, pretrain = world_of(study), study.pretrain
     else:
         world, pretrain = World(preset(world_preset)), PretrainSection()
-    dims = pretrain.model_dump(exclude={"seeds"})
+    dims, world_dims = pretrain.model_dump(exclude={"seeds"}), world.config.model_dump()
+    candidates = sorted(set(range(5)) | set(pretrain.seeds))
     rows = []
     for name, size in LADDER.items():
-        candidates = sorted(set(range(5)) | set(pretrain.seeds))
-        seeds = [s for s in candidates if is_cached(ladder_dir(name, world.config.model_dump(), dims, s))]
+        seeds = [s for s in candidates if is_cached(ladder_dir(name, world_dims, dims, s))]
         rows.append({"name": name, "kind": "world", "params": ladder_params(name, world),
                      "layers": size.n_layers, "d_model": size.d_model, "lr": pretrain_lr(name, dims),
                      "cached": f"pretrain seeds {seeds}" if seeds else "no"})

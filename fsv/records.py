@@ -62,6 +62,19 @@ SCHEMA = pa.schema(
         ("attempts", pa.int64()),
         ("fsv_version", pa.string()),
         ("config", pa.string()),  # JSON of the cell's normalised config
+        # -- model instances and the hyperparameter search (a trained regime measured at its best) --
+        ("checkpoint", pa.int64()),  # pretraining step of the model instance (null: the finished model)
+        ("instance", pa.string()),  # the model instance: "MODEL/p<pretrain_seed>/<checkpoint or final>"
+        ("phase", pa.string()),  # "measure" (scored, default) or "select" (a search trial on validation tasks)
+        ("method", pa.string()),  # how weights move: "full" / "lora" (sft), "prompt" (prompt tuning)
+        ("hparams", pa.string()),  # JSON: the hyperparameters this record ran with (lr, steps, ...)
+        ("selected_on", pa.string()),  # JSON list: the validation tasks that chose `hparams` (never this record's)
+        ("selection", pa.string()),  # JSON: the selection that chose `hparams` (search space, edge flags, score)
+        ("val_curve", pa.string()),  # JSON: validation accuracy per training length, where a trial measured it
+        ("n_distinct", pa.int64()),  # distinct inputs among the n training examples
+        ("label_logprob", pa.float64()),  # mean log-likelihood of the correct label (a continuous measure)
+        ("train_loss_chance", pa.float64()),  # the training objective's chance level (ln C, ln 2 for DPO)
+        ("reward_margin", pa.float64()),  # rlhf: mean chosen-minus-rejected reward on held-out pairs
     ]
 )
 COLUMNS = SCHEMA.names

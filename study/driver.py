@@ -15,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from fsv.config import StudyConfig, load_study
+from fsv.config import IN_CONTEXT, StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
 from fsv.records import list_names, local_view, ok_cell_ids, read_records, write_record, write_text
 from study.progress import Progress
+from study.selection import known_cells, measure_groups
 from study.trial import base_record, run_trial
 
 TRIAL_DRIVER = "fsv_trial_driver"  # custom resource a training trial holds instead of a CPU
@@ -99,12 +100,14 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
     if address or os.environ.get("RAY_ADDRESS"):
         _check_reachable(address or os.environ["RAY_ADDRESS"])
     root = study_dir(storage, study.name)
-    cells = expand(study)
+    cells = known_cells(expand(study), read_records(root))
     done = ok_cell_ids(root)
-    todo = [c for c in cells if c["cell_id"] not in done]
+    todo = [c for c in cells if c["cell_id"] not in done and is_trial(c)]
     _write_cells(root, study, cells)
     say = Progress.say
-    say(f"study {study.name}: {len(cells)} cells, {len(cells) - len(todo)} already recorded ok, {len(todo)} to run")
+    say(f"study {study.name}: {len(cells)} cells ({sum(map(is_trial, cells))} trials), "
+        f"{len(cells) - len(todo) - sum(c['cell_id'] not in done and not is_trial(c) for c in cells)} already "
+        f"recorded ok, {len(todo)} trials to run")
     started = time.time()
     if todo:
         connect(address, verbose)
@@ -112,7 +115,7 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
 
         tracker = Tracker(study.wandb.model_dump(), study.name, root)
         ensure_models(study, todo, tracker)
-        _run_trials(study, root, todo, verbose)
+    cells = _trials_then_scores(study, root, cells, todo, address, verbose)
     summary = summarize(root, cells)
     summary["wall_s"] = time.time() - started
     say(f"study {study.name}: {summary['ok']} ok, {summary['failed']} failed, {summary['missing']} missing "
@@ -120,6 +123,28 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
     if (study.analyze if analyze is None else analyze) and summary["ok"]:
         _analyze(root, allow_partial=summary["ok"] < summary["total"])
     return summary
+
+
+def is_trial(cell: dict) -> bool:
+    """In-context cells and selection trials run as Tune trials; scored training cells are derived
+    from their group's selection trials (study/selection.py)."""
+    return cell.get("phase") != "measure" or cell["regime"] in IN_CONTEXT
+
+
+def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: list[dict], address, verbose) -> list[dict]:
+    """Run the trials, then derive the scored training records; a grid whose choice sits on its edge
+    runs its widened trials and is scored again (at most `search.widen` rounds)."""
+    for _ in range(study.search.widen + 1):
+        if todo:
+            _run_trials(study, root, todo, verbose)
+        todo = measure_groups(study, root, cells)
+        if not todo:
+            break
+        Progress.say(f"widening: {len(todo)} selection trial(s) beyond the edge of their learning rates")
+        cells = cells + todo
+        _write_cells(root, study, cells)
+        connect(address, verbose)
+    return cells
 
 
 def _write_cells(root: str, study: StudyConfig, cells: list[dict]) -> None:
@@ -144,7 +169,7 @@ def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
     world = world_of(study).config.model_dump()
     pretrain = study.pretrain.model_dump(exclude={"seeds"})
     needed = {(c["model"], c["pretrain_seed"]) for c in cells if c["pretrain_seed"] is not None}
-    missing = [(m, s) for m, s in needed if not is_cached(ladder_dir(m, world, pretrain, s))]
+    missing = [(m, s) for m, s in needed if not is_cached(ladder_dir(m, world, pretrain, s), study.pretrain.checkpoints)]
     if not missing:
         return
     missing.sort(key=lambda ms: (-LADDER[ms[0]].n_layers * LADDER[ms[0]].d_model ** 2, ms[1]))

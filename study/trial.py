@@ -14,7 +14,7 @@ import fsv
 from fsv.records import write_record
 
 RECORD_KEYS = ("model", "regime", "task", "description", "k", "n", "seed", "pretrain_seed", "layout",
-               "prompt_tokens", "tasks_trained", "cell_id")
+               "prompt_tokens", "tasks_trained", "cell_id", "checkpoint", "instance", "phase", "method", "fold")
 
 
 def base_record(cell: dict, study: str) -> dict:

@@ -96,7 +96,8 @@ def trainer_args(config: dict, out: str, micro: int, seed: int):
     hp = config["hparams"]
     common = dict(
         output_dir=out, max_steps=max(config["lengths"]), per_device_train_batch_size=micro,
-        learning_rate=hp["lr"], weight_decay=hp.get("weight_decay", 0.0), warmup_ratio=config.get("warmup", 0.0),
+        learning_rate=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
+        warmup_steps=int(config.get("warmup", 0.0) * max(config["lengths"])),
         lr_scheduler_type="constant_with_warmup", logging_steps=1, save_strategy="no", report_to=[], seed=seed,
         use_cpu=not config["train"]["use_gpu"], bf16=config["train"]["precision"] == "bf16", disable_tqdm=True,
         dataloader_num_workers=0,
@@ -107,31 +108,33 @@ def trainer_args(config: dict, out: str, micro: int, seed: int):
     return DPOConfig(**common, beta=hp.get("beta", 0.1))
 
 
-class EvaluateAtLengths:
-    """A trl/transformers callback: the policy's measures after each training length."""
+def evaluating_callback(lengths, measures):
+    """A transformers callback collecting the policy's measures after each training length (its
+    `trainer` is set once the trainer exists)."""
+    from transformers import TrainerCallback
 
-    def __init__(self, lengths, measures):
-        from transformers import TrainerCallback
+    class EvaluateAtLengths(TrainerCallback):
+        def __init__(self):
+            self.rows, self.trainer = [], None
 
-        self.lengths, self.measures, self.rows, self.trainer = set(lengths), measures, [], None
-        self.callback = type("Evaluate", (TrainerCallback,), {"on_step_end": self._on_step_end})()
+        def on_step_end(self, args, state, control, **kwargs):
+            import torch
 
-    def _on_step_end(self, _cb, args, state, control, **kwargs):
-        import torch
+            if state.global_step not in lengths:
+                return
+            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            model.eval()
+            with torch.no_grad():
+                rows = measures(model)
+            model.train()
+            losses = [log["loss"] for log in state.log_history if "loss" in log]
+            recent = losses[-max(1, len(losses) // 10):] or [float("nan")]
+            rewards = [log["reward"] for log in state.log_history if "reward" in log]
+            reward = {"reward": float(np.mean(rewards[-max(1, len(rewards) // 10):]))} if rewards else {}
+            self.rows += [{**row, "steps": state.global_step, "train_loss": float(np.mean(recent)), **reward}
+                          for row in rows]
 
-        if state.global_step not in self.lengths:
-            return
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        model.eval()
-        with torch.no_grad():
-            rows = self.measures(model)
-        model.train()
-        losses = [log["loss"] for log in state.log_history if "loss" in log]
-        recent = losses[-max(1, len(losses) // 10):] or [float("nan")]
-        rewards = [log["reward"] for log in state.log_history if "reward" in log]
-        for row in rows:
-            self.rows.append({**row, "steps": state.global_step, "train_loss": float(np.mean(recent)),
-                              **({"reward": float(np.mean(rewards[-max(1, len(rewards) // 10):]))} if rewards else {})})
+    return EvaluateAtLengths()
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -179,23 +182,23 @@ def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[l
     policy, tokenizer = load_causal_lm(config["model_path"], trust_remote_code=remote)
     if config.get("start") == "instruction_tuned":
         policy = instruction_tuned(config, policy, n, seed)
-    evaluator = EvaluateAtLengths(config["lengths"], policy_measures(config, tokenizer))
+    evaluator = evaluating_callback(set(config["lengths"]), policy_measures(config, tokenizer))
     if config["method"] == "grpo":
         data = reward_prompts(config, n, seed)
         trainer = GRPOTrainer(model=policy, reward_funcs=label_is_correct, args=args, processing_class=tokenizer,
-                              train_dataset=data, callbacks=[evaluator.callback])
+                              train_dataset=data, callbacks=[evaluator])
     else:
         data = preference_data(config, n, seed)
         reference = load_causal_lm(config["model_path"], trust_remote_code=remote)[0]
         if config.get("start") == "instruction_tuned":
             reference.load_state_dict(policy.state_dict())  # DPO stays close to where the policy started
         trainer = DPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tokenizer,
-                             train_dataset=data, callbacks=[evaluator.callback],
+                             train_dataset=data, callbacks=[evaluator],
                              eval_dataset=preference_data(config, 64, seed + 10_000))
     evaluator.trainer = trainer
     trainer.train()
     margin = trainer.evaluate().get("eval_rewards/margins") if config["method"] == "dpo" else None
-    tags = {"n": n, "seed": seed, "n_distinct": len(set(data["prompt"])), "reward_margin": margin}
+    tags = {"n": n, "seed": seed, "n_distinct": len(set(list(data["prompt"]))), "reward_margin": margin}
     seen = max(config["lengths"]) * micro * trainer.args.world_size
     return [{**r, **tags} for r in evaluator.rows], int(seen * example_tokens(data, tokenizer)), partition_stats(policy)
 
@@ -203,10 +206,10 @@ def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[l
 def example_tokens(data, tokenizer) -> float:
     """Mean tokens one example puts through the policy: the prompt with each completion (DPO's
     chosen and rejected; GRPO's one generated label)."""
-    prompt = np.mean([len(tokenizer(p).input_ids) for p in data["prompt"]])
+    length = lambda texts: float(np.mean([len(tokenizer(t).input_ids) for t in list(texts)]))  # noqa: E731
     if "chosen" in data.column_names:
-        return float(2 * prompt + np.mean([len(tokenizer(c).input_ids) for c in data["chosen"] + data["rejected"]]) * 2)
-    return float(prompt + 1)
+        return 2 * length(data["prompt"]) + length(data["chosen"]) + length(data["rejected"])
+    return length(data["prompt"]) + 1
 
 
 def policy_measures(config: dict, tokenizer):

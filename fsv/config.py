@@ -67,15 +67,15 @@ class PretrainSection(Strict):
     use_gpu: bool = False
 
     _seeds = field_validator("seeds")(classmethod(lambda cls, v: _unique_positive(v, 0)))
-    _ckpts = field_validator("checkpoints")(classmethod(lambda cls, v: sorted(_unique_positive(v, 1))))
-
-    @model_validator(mode="after")
-    def _checkpoints_within_run(self):
-        late = [c for c in self.checkpoints if c >= self.steps]
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints_within_run(cls, v, info):
+        steps = info.data.get("steps", 0)
+        late = [c for c in _unique_positive(v, 1) if c >= steps]
         if late:
-            raise ValueError(f"checkpoint {late[0]} is not before the end of pretraining ({self.steps} steps); "
-                             f"accepted: steps 1..{self.steps - 1} (the finished model is always an instance)")
-        return self
+            raise ValueError(f"checkpoint {late[0]} is not before the end of pretraining ({steps} steps); "
+                             f"accepted: steps 1..{steps - 1} (the finished model is always an instance)")
+        return sorted(v)
 
 
 class PlacementOverride(Strict):
@@ -136,7 +136,16 @@ class Range(Strict):
 
 
 def _as_list(v):
-    """A scalar where a list of values is expected means that one value (older study files)."""
+    """A scalar where a list of values is expected means that one value (older study files); a
+    mapping is a range, checked here so that its error names the range, not the list it is not."""
+    if isinstance(v, dict):
+        try:
+            return Range.model_validate(v)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(map(str, err["loc"]))
+            raise ValueError(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}; "
+                             "accepted: {low, high[, log]} with 0 < low < high") from None
     return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 

@@ -56,6 +56,7 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
         if any(s.is_world for s in specs):
             raise ConfigError(f"tasks[{i}]", task, "text tasks need HF models (world models read only the world's tokens)", source)
     sections = study.regime_sections()
+    _check_search(study, sections, source)
     _check_task_pools(study, sections, source)
     known = set(study.tasks) | {t for r in sections for t in task_pool(study, r)}
     for name in study.task_sources:
@@ -69,6 +70,24 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
         _check_world_context(study, sections["few_shot"], source)
     if "few_shot" in sections and not any(s.is_world for s in specs):
         _check_text_context(study, specs, sections["few_shot"], source)
+
+
+def _check_search(study: StudyConfig, sections: dict, source) -> None:
+    """A grid runs lists of values (a range has no points to run); GRPO's reward needs a label it can
+    verify in one generated token (the world's tasks)."""
+    from fsv.config import Range
+
+    for regime, section in sections.items():
+        for name, space in (section.spaces().items() if regime in TRAINING else []):
+            if isinstance(space, Range) and study.search.method == "grid":
+                raise ConfigError(f"regimes.{regime}.{name}", space.model_dump(), "a range is sampled by "
+                                  "search.method random | optuna; a grid needs a list of values", source)
+    rlhf = sections.get("rlhf")
+    if rlhf is not None and "grpo" in rlhf.methods and any(t not in WORLD_TASKS for t in study.tasks):
+        text = [t for t in study.tasks if t not in WORLD_TASKS]
+        raise ConfigError("regimes.rlhf.methods", rlhf.methods, f"GRPO rewards a generated label that can be "
+                          f"checked as one token; text tasks ({', '.join(text)}) have label words; accepted: "
+                          "methods: [dpo] on text tasks, grpo on the world", source)
 
 
 def task_pool(study: StudyConfig, regime: str) -> list[str]:
@@ -181,7 +200,8 @@ def instances(study: StudyConfig, model: str, is_world: bool) -> list[dict]:
 
 def expand(study: StudyConfig) -> list[dict]:
     """Every cell of the study, in a stable order: in-context cells (one trial each), and for each
-    training regime its selection trials (phase "select", one per configuration searched) and the
+    training regime its selection trials (phase "select", one per grid point; an adaptive search
+    lists one plan per fold instead, phase "search", whose trials its searcher chooses) and the
     scored cells they are measured into (phase "measure", derived once the group's search is done)."""
     cells = []
     specs = {m: resolve_model(m) for m in study.models}
@@ -234,11 +254,10 @@ def search_cells(study: StudyConfig, base: dict, section, seeds: list[int]) -> l
     if study.search.method == "grid":
         for point in grid_points(section.spaces()):
             cells.append(_with_id({**common, "phase": "select", "hparams": point, "fold": None, "seed": None, "n": None}))
-    else:
+    else:  # an adaptive search plan per fold: its trials' configurations come from the searcher
         for fold in folds(study, base["task"]):
-            for index in range(study.search.samples):
-                cells.append(_with_id({**common, "phase": "select", "hparams": None, "fold": fold,
-                                       "search_index": index, "seed": None, "n": None}))
+            cells.append(_with_id({**common, "phase": "search", "hparams": None, "fold": fold,
+                                   "samples": study.search.samples, "seed": None, "n": None}))
     for n in section.n:
         for seed in seeds:
             for fold in folds(study, base["task"]):

@@ -20,6 +20,7 @@ from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
 from fsv.records import list_names, local_view, ok_cell_ids, read_records, write_record, write_text
 from study.progress import Progress
+from study.search import plans, run_searches
 from study.selection import known_cells, measure_groups
 from study.trial import base_record, run_trial
 
@@ -128,7 +129,7 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
 def is_trial(cell: dict) -> bool:
     """In-context cells and selection trials run as Tune trials; scored training cells are derived
     from their group's selection trials (study/selection.py)."""
-    return cell.get("phase") != "measure" or cell["regime"] in IN_CONTEXT
+    return cell.get("phase") == "select" or cell["regime"] in IN_CONTEXT
 
 
 def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: list[dict], address, verbose) -> list[dict]:
@@ -137,6 +138,10 @@ def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: 
     for _ in range(study.search.widen + 1):
         if todo:
             _run_trials(study, root, todo, verbose)
+        if plans(cells):
+            connect(address, verbose)
+            run_searches(study, root, cells, _trial_env(study, root, todo), lambda c: _resources(c, study.train.use_gpu), verbose)
+            cells = known_cells(cells, read_records(root))
         todo = measure_groups(study, root, cells)
         if not todo:
             break
@@ -209,9 +214,7 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
     from ray import tune
 
     cells = {c["cell_id"]: c for c in todo}
-    env = {"study": study.name, "study_dir": root, "bayes": bayes_table(study, todo),
-           "wandb": study.wandb.model_dump(), "retries": study.retries,
-           "trust_remote_code": study.trust_remote_code}
+    env = _trial_env(study, root, todo)
     trainable = tune.with_resources(tune.with_parameters(run_trial, cells=cells, env=env),
                                     lambda config: _resources(cells[config["cell_id"]], study.train.use_gpu))
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -234,6 +237,13 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
         Progress.say("interrupted; records written so far are kept; run the same command to resume")
         raise
     _record_crashed_trials(study, root, grid, cells)
+
+
+def _trial_env(study: StudyConfig, root: str, cells: list[dict]) -> dict:
+    """What every trial needs to know of its study (name, folder, Bayes table, W&B, retries)."""
+    return {"study": study.name, "study_dir": root, "bayes": bayes_table(study, cells),
+            "wandb": study.wandb.model_dump(), "retries": study.retries, "trust_remote_code": study.trust_remote_code,
+            "tune_storage": _tune_storage(root)}
 
 
 def _tune_storage(root: str) -> str:
@@ -259,7 +269,7 @@ def _record_crashed_trials(study: StudyConfig, root: str, grid, cells: dict) -> 
 
 def summarize(root: str, cells: list[dict]) -> dict:
     frame = read_records(root)
-    ids = {c["cell_id"] for c in cells}
+    ids = {c["cell_id"] for c in cells if c.get("phase") != "search"}  # a search plan has no record of its own
     frame = frame[frame["cell_id"].isin(ids)]
     ok = int((frame["status"] == "ok").sum())
     failed = int((frame["status"] == "failed").sum())

@@ -41,14 +41,10 @@ def measure_groups(study: StudyConfig, root: str, cells: list[dict]) -> list[dic
     records = read_records(root)
     trials = trials_by_group(records)
     facts = records.set_index("cell_id")[["model_params", "train_loss_chance", "device"]].to_dict("index")
-    wanted: dict[str, set] = {}
-    for c in cells:
-        if c.get("phase") == "select":
-            wanted.setdefault(c["group"], set()).add(c["cell_id"])
     widened = []
     for group, scored in _scored_by_group(cells).items():
         done = trials.get(group, [])
-        if not wanted.get(group) or not wanted[group] <= {t.cell_id for _, t in done}:
+        if not searched(group, cells, done):
             continue
         section = study.regime_sections()[scored[0]["regime"]]
         new = _widen(study, section, done, scored, {c["cell_id"] for c in cells})
@@ -58,6 +54,17 @@ def measure_groups(study: StudyConfig, root: str, cells: list[dict]) -> list[dic
         for cell in scored:
             write_record(root, _scored_record(study, cell, section, for_fold(done, cell["fold"]), facts, base_record))
     return widened
+
+
+def searched(group: str, cells: list[dict], done: list) -> bool:
+    """Whether a group's search is complete: every grid point has a finished trial, or each adaptive
+    search plan (one per fold) has as many finished trials as it samples."""
+    ids = {t.cell_id for _, t in done}
+    grid = [c["cell_id"] for c in cells if c.get("group") == group and c.get("phase") == "select" and "samples" not in c]
+    plans = [c for c in cells if c.get("group") == group and c.get("phase") == "search"]
+    if plans:
+        return all(sum(cell.get("fold") == p["fold"] for cell, _ in done) >= p["samples"] for p in plans)
+    return bool(grid) and set(grid) <= ids
 
 
 def _scored_by_group(cells: list[dict]) -> dict[str, list[dict]]:

@@ -159,23 +159,30 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
 
 
 def selection_fields(cell: dict, metrics: dict, chance_loss: float) -> dict:
-    """The selection record: the configuration, its validation curve (mean accuracy over the
-    trial's tasks and seeds, per n and length), and every evaluation row (`curves`)."""
+    """The selection record: the configuration, its curves, and what it cost."""
     rows = json.loads(metrics["evals"])
+    return {
+        "phase": "select", "hparams": json.dumps(cell["hparams"], sort_keys=True), **curve_fields(rows, cell),
+        "model_params": int(metrics["params_total"]), "train_loss_chance": chance_loss,
+        "train_s": float(metrics["train_s"]), "device": metrics["device"],
+        "train_tokens": int(metrics["train_tokens"]) // max(1, int(metrics.get("jobs", 1))),
+    }
+
+
+def curve_fields(rows: list[dict], cell: dict) -> dict:
+    """Every evaluation row (`curves`); the validation curve (mean accuracy over the rows a selection
+    may read -- every held-out task on the world, each fold choosing for the other; the dev split on
+    text -- and over seeds, per n and length); its best length's mean over n (`accuracy`); and
+    the training loss at the longest length."""
     curve: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         if row.get("split", "test") == ("dev" if cell["world"] is None else "test"):
             curve.setdefault(str(row["n"]), {}).setdefault(str(row["steps"]), []).append(row["accuracy"])
     val_curve = {n: {L: float(np.mean(v)) for L, v in by_len.items()} for n, by_len in curve.items()}
     longest = max(cell["settings"]["steps"])
-    final = [r["train_loss"] for r in rows if r["steps"] == longest]
-    return {
-        "phase": "select", "hparams": json.dumps(cell["hparams"], sort_keys=True), "val_curve": json.dumps(val_curve),
-        "curves": json.dumps(rows), "model_params": int(metrics["params_total"]),
-        "final_train_loss": float(np.mean(final)), "train_loss_chance": chance_loss,
-        "train_s": float(metrics["train_s"]), "train_tokens": int(metrics["train_tokens"]) // max(1, int(metrics.get("jobs", 1))),
-        "device": metrics["device"], "accuracy": float(np.mean([max(v.values()) for v in val_curve.values()])),
-    }
+    return {"curves": json.dumps(rows), "val_curve": json.dumps(val_curve),
+            "accuracy": float(np.mean([max(v.values()) for v in val_curve.values()])),
+            "final_train_loss": float(np.mean([r["train_loss"] for r in rows if r["steps"] == longest]))}
 
 
 def label_chance(cell: dict, ctx) -> float:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fsv.config import Range
 from fsv.search.space import edges, grid_points
 
 
@@ -65,7 +66,8 @@ def scored_fields(cell: dict, trial: Trial, length: int, val_acc: float, spaces:
     mean = lambda key: float(np.mean([r[key] for r in rows])) if all(r.get(key) is not None for r in rows) else None  # noqa: E731
     validation = sorted({r["task"] if cell["fold"] is not None else f"{r['task']}:dev"
                          for r in trial.rows if is_validation(r, cell["fold"])})
-    on_edge = edges(explored(trials), trial.hparams) + (["steps"] if len(lengths) > 1 and length in (min(lengths), max(lengths)) else [])
+    searched = {k: spaces[k] if isinstance(spaces.get(k), Range) else v for k, v in explored(trials).items()}
+    on_edge = edges(searched, trial.hparams) + (["steps"] if len(lengths) > 1 and length in (min(lengths), max(lengths)) else [])
     selection = {"val_accuracy": val_acc, "on_edge": on_edge, "trial": trial.cell_id, "candidates": len(trials),
                  "explored": explored(trials), "lengths": lengths}
     fields = {

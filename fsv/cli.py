@@ -51,7 +51,10 @@ def validate(study_yaml):
     by_regime: dict[str, int] = {}
     for c in cells:
         by_regime[c["regime"]] = by_regime.get(c["regime"], 0) + 1
-    click.echo(f"{study.name}: valid, {len(cells)} cells " + json.dumps(by_regime))
+    phases = {p: sum(c.get("phase") == p for c in cells) for p in ("select", "search")}
+    search = (f"; training: {phases['select']} selection trials" if phases["select"] else "") + (
+        f"; {phases['search']} adaptive searches of {study.search.samples} trials" if phases["search"] else "")
+    click.echo(f"{study.name}: valid, {len(cells)} cells " + json.dumps(by_regime) + search)
     placed = {c["model"]: (c["train"]["zero_stage"], c["train"]["workers"]) for c in cells if c["train"]}
     for model, (stage, workers) in placed.items():
         click.echo(f"  {model}: ZeRO-{stage}, {workers} worker(s) per training trial")

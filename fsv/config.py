@@ -95,8 +95,10 @@ class TrainSection(Strict):
     per_model: dict[str, PlacementOverride] = Field({}, description="model -> {zero_stage, workers}")
     precision: Literal["fp32", "bf16"] = "fp32"
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay where a regime does not search it")
     grad_clip: float = Field(1.0, ge=0)
+    keep_models: bool = Field(False, description="save every adaptation's weights in its trial's Ray Train "
+                              "checkpoint (n levels x seeds x tasks models a trial: large; for inspecting them)")
 
 
 class ZeroShotSection(Strict):

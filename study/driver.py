@@ -106,9 +106,9 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
     todo = [c for c in cells if c["cell_id"] not in done and is_trial(c)]
     _write_cells(root, study, cells)
     say = Progress.say
-    say(f"study {study.name}: {len(cells)} cells ({sum(map(is_trial, cells))} trials), "
-        f"{len(cells) - len(todo) - sum(c['cell_id'] not in done and not is_trial(c) for c in cells)} already "
-        f"recorded ok, {len(todo)} trials to run")
+    recorded = [c for c in cells if c.get("phase") != "search"]
+    say(f"study {study.name}: {len(recorded)} cells ({sum(map(is_trial, cells))} trials, the rest scored from "
+        f"their searches), {sum(c['cell_id'] in done for c in recorded)} already recorded ok, {len(todo)} to run")
     started = time.time()
     if todo:
         connect(address, verbose)

@@ -41,6 +41,7 @@ def measure_groups(study: StudyConfig, root: str, cells: list[dict]) -> list[dic
     records = read_records(root)
     trials = trials_by_group(records)
     facts = records.set_index("cell_id")[["model_params", "train_loss_chance", "device"]].to_dict("index")
+    existing = records[records["phase"] == "measure"].set_index("cell_id").to_dict("index")
     widened = []
     for group, scored in _scored_by_group(cells).items():
         done = trials.get(group, [])
@@ -52,7 +53,9 @@ def measure_groups(study: StudyConfig, root: str, cells: list[dict]) -> list[dic
             widened += new
             continue
         for cell in scored:
-            write_record(root, _scored_record(study, cell, section, for_fold(done, cell["fold"]), facts, base_record))
+            record = _scored_record(study, cell, section, for_fold(done, cell["fold"]), facts, base_record)
+            if _changed(record, existing.get(cell["cell_id"])):  # a re-run leaves an unchanged record alone
+                write_record(root, record)
     return widened
 
 
@@ -65,6 +68,16 @@ def searched(group: str, cells: list[dict], done: list) -> bool:
     if plans:
         return all(sum(cell.get("fold") == p["fold"] for cell, _ in done) >= p["samples"] for p in plans)
     return bool(grid) and set(grid) <= ids
+
+
+DEFINING = ("status", "accuracy", "hparams", "selected_on", "task_accuracy", "label_logprob", "final_train_loss")
+
+
+def _changed(record: dict, stored: dict | None) -> bool:
+    if stored is None:
+        return True
+    same = lambda a, b: a == b or (a is None or a != a) and (b is None or b != b)  # noqa: E731 - None and NaN alike
+    return not all(same(record.get(k), stored.get(k)) for k in DEFINING)
 
 
 def _scored_by_group(cells: list[dict]) -> dict[str, list[dict]]:

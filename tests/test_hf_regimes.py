@@ -48,7 +48,7 @@ def test_study_with_instruction_tuning_and_rlhf_on_text_under_zero3_through_ray(
     study = {
         "name": "hf-multi", "models": [remote], "tasks": ["sst2"], "task_sources": root["sources"],
         "seeds": [0], "max_eval": 8, "analyze": False, "wandb": {"mode": "disabled"}, "trust_remote_code": True,
-        "train": {"per_model": {remote: {"zero_stage": 3, "workers": 2}}},
+        "train": {"per_model": {remote: {"zero_stage": 3, "workers": 2}}, "keep_models": True},
         "regimes": {"instruction_tuning": {"n": [6], "tasks_trained": [1], "train_tasks": list(TASKS), "steps": 2, "batch": 4},
                     "rlhf": {"n": [8], "train_tasks": list(TASKS), "steps": 2, "batch": 4}},
     }
@@ -56,19 +56,20 @@ def test_study_with_instruction_tuning_and_rlhf_on_text_under_zero3_through_ray(
     path.write_text(yaml.safe_dump(study))
     summary = run_study(str(path), str(tmp_path / "results"))
     frame = pd.read_parquet(tmp_path / "results" / "hf-multi" / "records")
-    assert summary == {**summary, "ok": 2, "failed": 0, "missing": 0}, frame.error.dropna().tolist()[:1]
+    assert summary == {**summary, "ok": 4, "failed": 0, "missing": 0}, frame.error.dropna().tolist()[:1]
+    scored = frame[frame.phase == "measure"]  # one selection trial and one scored cell per regime
     assert (frame.zero_stage == 3).all() and (frame.workers == 2).all()
     assert frame.acc_human.notna().all() and frame.acc_none.notna().all() and (frame.accuracy == frame.acc_human).all()
     assert frame.train_tokens.gt(0).all() and frame.final_train_loss.notna().all() and frame.model_params.gt(0).all()
     for _, row in frame.iterrows():
         trained = [t for t, _ in json.loads(row.config)["train_tasks"]]
         assert row.task not in trained and trained
-    by_regime = frame.set_index("regime")
+    by_regime = scored.set_index("regime")
     assert by_regime.train_examples.to_dict() == {"instruction_tuning": 6, "rlhf": 8}
     assert by_regime.n_eval.eq(8).all() and by_regime.chance.eq(0.5).all()  # sst2, the held-out task
     # each worker held half of every parameter from the moment it loaded (engine loop and trl's DPO
     # alike); the trained weights, gathered and saved whole, differ from the base
-    checkpoints = list((tmp_path / "results" / "hf-multi" / "train").glob("*/checkpoint_*/train_curve.json"))
+    checkpoints = list((tmp_path / "results" / "hf-multi" / "train").glob("*/checkpoint_*/*/train_curve.json"))
     assert len(checkpoints) == 2
     total, base = resolve_model(remote).params, _weights(remote)
     for checkpoint in (c.parent for c in checkpoints):

@@ -2,6 +2,8 @@
 (GPT-NeoX as Pythia, Qwen2 as Qwen2.5) saved locally, tasks read from local files (save_to_disk and
 CSV, one with multi-token label words), zero-/few-shot, sft and prompt tuning under DeepSpeed."""
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -29,10 +31,14 @@ def test_hf_study_runs_every_text_regime_through_ray(tmp_path, ray_cluster, fsv_
     path.write_text(yaml.safe_dump(study))
     summary = run_study(str(path), str(tmp_path / "results"))
     frame = pd.read_parquet(tmp_path / "results" / "hf" / "records")
-    assert summary == {**summary, "ok": 20, "failed": 0, "missing": 0}, frame.error.dropna().tolist()[:1]
+    # 12 in-context trials; per training regime, model and task one selection trial and one scored cell
+    assert summary == {**summary, "ok": 12 + 2 * 2 * 2 * 2, "failed": 0, "missing": 0}, frame.error.dropna().tolist()[:1]
     assert set(frame.task) == {"sst2", "ag_news"} and frame.accuracy_norm.notna().all()
     assert frame.model_params.gt(0).all() and frame.world.isna().all() and frame.bayes_accuracy.isna().all()
     chance = frame.groupby("task").chance.first()
     assert chance["sst2"] == pytest.approx(1 / 2) and chance["ag_news"] == pytest.approx(1 / 4)
     trained = frame[frame.regime.isin(["sft", "prompt_tuning"])]
     assert trained.train_tokens.gt(0).all() and trained.final_train_loss.notna().all()
+    scored = trained[trained.phase == "measure"]
+    assert scored.selected_on.map(json.loads).map(lambda tasks: all(t.endswith(":dev") for t in tasks)).all()
+    assert scored.label_logprob.lt(0).all() and scored.n_distinct.eq(8).all()

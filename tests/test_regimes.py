@@ -1,5 +1,7 @@
-"""Each training regime on real engines (Ray Train + DeepSpeed, peft, trl): the trained weights
-(or adapter) changed, the base did not, and the record carries the training fields."""
+"""Each training regime on real engines (Ray Train + DeepSpeed, peft, trl), as one selection trial on
+a tiny world model: it fits its own objective (its training loss ends below the objective's chance
+level; GRPO's reward rises above chance), the weights it should move moved and the others did not,
+and the record carries its curves at every length."""
 
 import json
 
@@ -15,93 +17,105 @@ from fsv.regimes.context import TrialContext
 
 pytestmark = pytest.mark.slow
 
-STUDY = {
-    "name": "regimes", "models": ["world-xs"], "seeds": [0], "world": WORLD,
-    "pretrain": {k: v for k, v in PRETRAIN.items()} | {"seeds": [0]},
-    "regimes": {
-        "sft": {"n": [16], "layouts": ["packed"], "steps": 8, "batch": 4},
-        "prompt_tuning": {"n": [16], "prompt_tokens": [4], "steps": 8, "batch": 4},
-        "instruction_tuning": {"n": [4], "tasks_trained": [4], "steps": 8, "batch": 4},
-        "rlhf": {"n": [16], "steps": 4, "batch": 4},
-    },
+# Settings that fit each objective on a world-xs pretrained for 40 steps (it has not learned to read a
+# symbol yet, so what fits is memorising the n examples). Prompt tuning cannot fit them on such a base
+# (a frozen model that ignores the symbol gives a soft prompt nothing to steer): its check is that only
+# the soft prompt moved.
+REGIMES = {
+    "sft": {"n": [4], "methods": ["full", "lora"], "lora_rank": [8], "steps": [5, 30], "batch": 4, "lr": [1e-2]},
+    "prompt_tuning": {"n": [4], "prompt_tokens": [4], "steps": [5, 10], "batch": 4, "lr": [3e-1]},
+    "instruction_tuning": {"n": [2], "tasks_trained": [2], "steps": [5, 60], "batch": 8, "lr": [3e-2]},
+    "rlhf": {"n": [4], "methods": ["dpo", "grpo"], "steps": [5, 40], "batch": 16, "lr": [3e-2], "noise": 0.0},
 }
+STUDY = {"name": "regimes", "models": ["world-xs"], "seeds": [0], "world": WORLD,
+         "pretrain": dict(PRETRAIN) | {"seeds": [0]}, "regimes": REGIMES}
 
 
 @pytest.fixture(scope="module")
-def cells():
-    return {c["regime"]: c for c in expand(parse_study(STUDY))}
+def trials():
+    return {f"{c['regime']}-{c['method']}": c for c in expand(parse_study(STUDY)) if c["phase"] == "select"}
 
 
-def _run(regime, cells, tiny_model, tmp_path):
-    cell = cells[regime]
+def _run(key, trials, tiny_model, tmp_path):
+    cell = trials[key]
+    cell = {**cell, "train": {**cell["train"], "keep_models": True}}
     ctx = TrialContext(cell, str(tmp_path / "study"), tmp_path, bayes={0: 0.25})
     assert ctx.model_path == str(tiny_model)
-    return cell, ctx, regime_module(regime).run(cell, ctx)
-
-
-def _trained_dir(tmp_path):
-    return tmp_path / "trained"
+    fields = regime_module(cell["regime"]).run(cell, ctx)
+    rows = json.loads(fields["curves"])
+    assert {r["steps"] for r in rows} == set(REGIMES[cell["regime"]]["steps"])  # every length, read from one run
+    assert all(0 <= r["accuracy"] <= 1 and r["n_eval"] > 0 for r in rows)
+    assert fields["phase"] == "select" and json.loads(fields["hparams"])["lr"] == REGIMES[cell["regime"]]["lr"][0]
+    return cell, ctx, fields, rows
 
 
 def _state(path):
-    model = load_model(path)
-    return {k: v.clone() for k, v in model.state_dict().items()}
+    return {k: v.clone() for k, v in load_model(path).state_dict().items()}
 
 
-@pytest.mark.parametrize("regime", ["instruction_tuning", "rlhf"])
-def test_full_weight_regimes_change_the_weights(regime, cells, tiny_model, tmp_path):
-    cell, _, fields = _run(regime, cells, tiny_model, tmp_path)
-    base, trained = _state(tiny_model), _state(_trained_dir(tmp_path))
-    changed = [k for k in base if not torch.equal(base[k], trained[k])]
-    assert changed, "training left every weight as it was"
-    _check_training_fields(regime, fields)
+def _changed(base, trained):
+    return [k for k in base if not torch.equal(base[k], trained[k])]
 
 
-def _check_training_fields(regime, fields):
-    assert 0 <= fields["accuracy"] <= 1 and fields["n_eval"] > 0
-    assert fields["train_tokens"] > 0 and fields["train_flops"] == 6.0 * fields["model_params"] * fields["train_tokens"]
-    assert fields["final_train_loss"] > 0 and fields["train_s"] > 0 and fields["device"].startswith("cpu")
-    if regime != "sft":
-        assert {"acc_none", "acc_model", "acc_human"} <= set(fields) and fields["accuracy"] == fields["acc_human"]
-
-
-def _check_per_task(ctx, fields, tmp_path):
-    """One adaptation per held-out task, in its own folder; accuracy pooled over all their test symbols."""
+def test_sft_fits_its_examples_one_copy_per_heldout_task(trials, tiny_model, tmp_path):
+    cell, ctx, fields, rows = _run("sft-full", trials, tiny_model, tmp_path)
+    assert fields["final_train_loss"] < fields["train_loss_chance"]  # ln 4: a uniform guess over the labels
     tasks = [t.name for t in ctx.world.heldout_tasks]
-    assert sorted(p.name for p in _trained_dir(tmp_path).iterdir()) == sorted(tasks)
-    per_task = json.loads(fields["task_accuracy"])
-    assert list(per_task) == tasks
-    assert fields["n_eval"] == len(tasks) * len(ctx.world.test_symbols)
-    assert fields["accuracy"] == pytest.approx(sum(per_task.values()) / len(tasks))
+    assert sorted({r["task"] for r in rows}) == sorted(tasks) and {r["fold"] for r in rows} == {"f0", "f1"}
+    assert all(r["n_distinct"] == 4 for r in rows)
+    folders = sorted((tmp_path / "trained").iterdir())
+    assert [p.name for p in folders] == sorted(f"n4-s0-{t}" for t in tasks)
+    base, first, second = _state(tiny_model), _state(folders[0]), _state(folders[1])
+    assert _changed(base, first), "training left every weight as it was"
+    assert _changed(first, second), "two tasks' adaptations are the same model"
 
 
-def test_sft_adapts_one_copy_per_heldout_task(cells, tiny_model, tmp_path):
-    cell, ctx, fields = _run("sft", cells, tiny_model, tmp_path)
-    _check_training_fields("sft", fields)
-    _check_per_task(ctx, fields, tmp_path)
-    base = _state(tiny_model)
-    first, second = (_state(_trained_dir(tmp_path) / t.name) for t in ctx.world.heldout_tasks[:2])
-    assert any(not torch.equal(base[k], first[k]) for k in base), "training left every weight as it was"
-    assert any(not torch.equal(first[k], second[k]) for k in base), "two tasks' adaptations are the same model"
+def test_lora_moves_a_low_rank_update_and_fits(trials, tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    cell, ctx, fields, rows = _run("sft-lora", trials, tiny_model, tmp_path)
+    assert fields["final_train_loss"] < fields["train_loss_chance"]
+    folder = next((tmp_path / "trained").iterdir())
+    adapter = load_file(str(folder / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k for k in adapter)  # only the low-rank update was trained and saved
+    assert any(v.shape[0] == 8 or v.shape[-1] == 8 for v in adapter.values())  # the searched rank
 
 
-def test_prompt_tuning_trains_the_soft_prompt_and_leaves_the_base(cells, tiny_model, tmp_path):
+def test_prompt_tuning_trains_the_soft_prompt_and_leaves_the_base(trials, tiny_model, tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
 
     before = _state(tiny_model)
-    cell, ctx, fields = _run("prompt_tuning", cells, tiny_model, tmp_path)
-    assert all(torch.equal(v, _state(tiny_model)[k]) for k, v in before.items())  # the base on disk
-    _check_per_task(ctx, fields, tmp_path)
+    cell, ctx, fields, rows = _run("prompt_tuning-prompt", trials, tiny_model, tmp_path)
     prompts = []
-    for task in ctx.world.heldout_tasks[:2]:
-        folder = _trained_dir(tmp_path) / task.name
+    for folder in sorted((tmp_path / "trained").iterdir())[:2]:
         tuned = PeftModel.from_pretrained(load_causal_lm(tiny_model)[0], folder)
         assert tuned.get_prompt_embedding_to_save("default").shape[0] == 4
         adapter = load_file(str(folder / "adapter_model.safetensors"))
-        assert list(adapter) == ["prompt_embeddings"]  # only the soft prompt was trained and saved
+        assert list(adapter) == ["prompt_embeddings"]
         prompts.append(adapter["prompt_embeddings"])
         inner = tuned.get_base_model().state_dict()
         assert all(torch.equal(v, inner[k]) for k, v in before.items())
     assert not torch.equal(*prompts), "two tasks learned the same soft prompt"
-    assert fields["train_tokens"] > 0 and 0 <= fields["accuracy"] <= 1
+
+
+def test_instruction_tuning_fits_its_training_tasks(trials, tiny_model, tmp_path):
+    cell, ctx, fields, rows = _run("instruction_tuning-full", trials, tiny_model, tmp_path)
+    assert fields["final_train_loss"] < fields["train_loss_chance"]
+    assert {"acc_none", "acc_model", "acc_human"} <= set(rows[0]) and all(r["accuracy"] == r["acc_human"] for r in rows)
+
+
+def test_dpo_fits_its_preferences(trials, tiny_model, tmp_path):
+    cell, ctx, fields, rows = _run("rlhf-dpo", trials, tiny_model, tmp_path)
+    assert fields["train_loss_chance"] == pytest.approx(0.6931, abs=1e-4)  # ln 2: no preference learned
+    assert fields["final_train_loss"] < fields["train_loss_chance"]
+    assert fields["reward_margin"] is not None
+
+
+def test_grpo_changes_the_weights_and_raises_reward(trials, tiny_model, tmp_path):
+    cell, ctx, fields, rows = _run("rlhf-grpo", trials, tiny_model, tmp_path)
+    last = max(r["steps"] for r in rows)
+    reward = [r["reward"] for r in rows if r["steps"] == last]
+    assert min(reward) > 0.25  # above a uniform guess over the 4 labels, on its training prompts
+    policy = tmp_path / "trained" / "n4-s0"
+    assert _changed(_state(tiny_model), _state(policy)), "GRPO left every weight as it was"

@@ -110,22 +110,23 @@ def test_study_on_s3_leaves_its_records_there_and_resumes_from_them(s3, fsv_env,
 
     rc, out = fsv("run", str(path), "--storage", storage)
     assert rc == 0, out[-3000:]
-    records = _names(s3, f"{prefix}/records")
-    assert len(records) == 3 and {"cells.json", "records", "train", "wandb"} <= set(_names(s3, prefix))
+    records = _names(s3, f"{prefix}/records")  # 2 zero-shot trials, sft's selection trial and its scored cell
+    assert len(records) == 4 and {"cells.json", "records", "train", "wandb"} <= set(_names(s3, prefix))
     assert len(_names(s3, f"{prefix}/wandb")) == 3  # one offline run per trial, uploaded
     assert not (tmp_path / "wandb").exists() and not (tmp_path / "s3:").exists()  # nothing written locally
     bucket = _bucket(s3)
     kept = {name: bucket.open_input_stream(f"{prefix}/records/{name}").read() for name in records}
 
     rc, out = fsv("run", str(path), "--storage", storage)
-    assert rc == 0 and "3 already recorded ok, 0 to run" in out, out[-3000:]
+    assert rc == 0 and "4 already recorded ok, 0 to run" in out, out[-3000:]
 
-    lost = records[0]
-    bucket.delete_file(f"{prefix}/records/{lost}")
+    select = [n for n in records if b'"select"' in kept[n]]  # the selection trial: its scored cell is derived again
+    assert len(select) == 1
+    bucket.delete_file(f"{prefix}/records/{select[0]}")
     rc, out = fsv("run", str(path), "--storage", storage)
-    assert rc == 0 and "2 already recorded ok, 1 to run" in out, out[-3000:]
+    assert rc == 0 and "3 already recorded ok, 1 to run" in out, out[-3000:]
     assert _names(s3, f"{prefix}/records") == records
-    for name in records[1:]:  # the others were not rewritten
+    for name in set(records) - set(select):  # the others were not rewritten (the scored one: same content)
         assert bucket.open_input_stream(f"{prefix}/records/{name}").read() == kept[name]
     rc, out = fsv("status", f"{storage}/remote")
-    assert rc == 0 and "3 ok, 0 failed, 0 missing, 3 cells" in out, out
+    assert rc == 0 and "4 ok, 0 failed, 0 missing, 4 cells" in out, out

@@ -109,7 +109,7 @@ def text_adaptations(config: dict, base, tokenizer, rank: int, per_rank: int):
         return TrainJob(model=base(), batches=batches, steps=0, save=saver(tokenizer),
                         tokens_per_batch=lambda b: int(b["attention_mask"].sum()), tags={"n_distinct": n})
 
-    measures = lambda _: lambda m: text_measures(m, tokenizer, target, pool, dev, config.get("max_eval"), "human")  # noqa: E731
+    measures = lambda _: lambda m: text_measures(m, tokenizer, target, pool, dev, config.get("max_eval"), VARIANTS)  # noqa: E731
     return adaptations(config, [target.name], make_job, measures)
 
 

@@ -198,9 +198,28 @@ def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[l
     evaluator.trainer = trainer
     trainer.train()
     margin = trainer.evaluate().get("eval_rewards/margins") if config["method"] == "dpo" else None
+    if config.get("keep_models"):
+        keep_policy(trainer, tokenizer, f"{out}/n{n}-s{seed}", partition_stats(policy))
     tags = {"n": n, "seed": seed, "n_distinct": len(set(list(data["prompt"]))), "reward_margin": margin}
     seen = max(config["lengths"]) * micro * trainer.args.world_size
     return [{**r, **tags} for r in evaluator.rows], int(seen * example_tokens(data, tokenizer)), partition_stats(policy)
+
+
+def keep_policy(trainer, tokenizer, folder: str, loaded: dict) -> None:
+    """Rank 0 saves the trained policy (gathered from its ZeRO-3 partitions where it is partitioned),
+    with its loss curve and what each rank held (`train_curve.json`)."""
+    import deepspeed
+    import ray.train
+
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    stage3 = trainer.args.hf_deepspeed_config is not None and trainer.args.hf_deepspeed_config.is_zero3()
+    with deepspeed.zero.GatheredParameters(list(policy.parameters()), enabled=stage3):  # every rank joins
+        if ray.train.get_context().get_world_rank() == 0:
+            policy.save_pretrained(folder, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
+            losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+            with open(f"{folder}/train_curve.json", "w") as f:
+                json.dump({"loss": losses, **loaded}, f)
 
 
 def example_tokens(data, tokenizer) -> float:
@@ -215,14 +234,15 @@ def example_tokens(data, tokenizer) -> float:
 def policy_measures(config: dict, tokenizer):
     """The policy's rows: held-out world tasks with each description (fold = the feature each reads),
     or the held-out text task's dev and test splits with the human-view description."""
+    from fsv.regimes.instruction_tuning import VARIANTS
+
     if config["world"] is None:
         from fsv.regimes.training import dev_split, text_measures
         from fsv.tasks import get_task, load_splits
 
         target = get_task(config["task"])
         pool, dev = dev_split(load_splits(target, config.get("task_source")))
-        return lambda m: text_measures(m, tokenizer, target, pool, dev, config.get("max_eval"), "human")
-    from fsv.regimes.instruction_tuning import VARIANTS
+        return lambda m: text_measures(m, tokenizer, target, pool, dev, config.get("max_eval"), VARIANTS)
     from fsv.regimes.training import fold_of, world_measures
     from fsv.world import World, WorldConfig
 

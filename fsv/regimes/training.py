@@ -146,7 +146,7 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
         "seeds": cell["seeds"], "lengths": s["steps"], "batch": s["batch"], "warmup": s["warmup"],
         "hparams": cell["hparams"], "lr": cell["hparams"]["lr"],
         "train": {**cell["train"], "weight_decay": cell["hparams"].get("weight_decay", 0.0)},
-        "trust_remote_code": ctx.trust_remote_code, "keep_models": cell.get("keep_models", False),
+        "trust_remote_code": ctx.trust_remote_code, "keep_models": cell["train"].get("keep_models", False),
         "task": cell["task"], "task_source": cell.get("task_source"), "method": cell.get("method"),
         **({"loop": loop} if loop else {}), **extra,
     }
@@ -214,16 +214,21 @@ def dev_split(splits):
     return replace(splits, train=[splits.train[i] for i in sorted(order[dev_size:])]), dev
 
 
-def text_measures(model, tokenizer, task, splits, dev, max_eval: int | None, variant: str = "none") -> list[dict]:
-    """Zero-shot accuracy on the dev split (validation) and the test split (scored)."""
+def text_measures(model, tokenizer, task, splits, dev, max_eval: int | None, variants=("none",)) -> list[dict]:
+    """Zero-shot accuracy on the dev split (validation) and the test split (scored), with each
+    description variant (the first is the main one)."""
     from fsv.hf_eval import evaluate_text
 
     rows = []
     for split, scored in (("dev", replace(splits, test=dev)), ("test", splits)):
-        res = evaluate_text(model, tokenizer, task, scored, k=0, variant=variant, max_eval=max_eval)
-        logp = float(res.loglik[np.arange(len(res.labels)), res.labels].mean())
-        rows.append({"task": task.name, "split": split, "accuracy": res.accuracy, "accuracy_norm": res.accuracy_norm,
-                     "label_logprob": logp, "n_eval": res.n_eval})
+        row = {"task": task.name, "split": split}
+        for variant in variants:
+            res = evaluate_text(model, tokenizer, task, scored, k=0, variant=variant, max_eval=max_eval)
+            row[f"acc_{variant}"] = res.accuracy
+            if variant == variants[0]:
+                logp = float(res.loglik[np.arange(len(res.labels)), res.labels].mean())
+                row.update(accuracy=res.accuracy, accuracy_norm=res.accuracy_norm, label_logprob=logp, n_eval=res.n_eval)
+        rows.append(row)
     return rows
 
 

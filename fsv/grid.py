@@ -183,16 +183,16 @@ NOT_SETTINGS = {"n", "k", "layouts", "prompt_tokens", "tasks_trained", "descript
                 "methods", *SEARCHED}
 
 
-def instance_name(model: str, pretrain_seed: int | None, checkpoint: int | None) -> str:
-    """A model instance: one pretrained set of weights (a size, a pretraining seed, a step)."""
-    if pretrain_seed is None:
-        return model if checkpoint is None else f"{model}@{checkpoint}"
+def instance_name(model: str, pretrain_seed: int, checkpoint: int | None) -> str:
+    """A ladder model instance: one pretrained set of weights (a size, a pretraining seed, a step)."""
     return f"{model}/p{pretrain_seed}/{'final' if checkpoint is None else f'step{checkpoint}'}"
 
 
 def instances(study: StudyConfig, model: str, is_world: bool) -> list[dict]:
-    if not is_world:
-        return [{"pretrain_seed": None, "checkpoint": None, "instance": instance_name(model, None, None)}]
+    if not is_world:  # a suite's hub revision (`ID@step1000`) is the instance at that step
+        from fsv.models.registry import revision_step
+
+        return [{"pretrain_seed": None, "checkpoint": revision_step(model), "instance": model}]
     steps = [None, *study.pretrain.checkpoints]
     return [{"pretrain_seed": p, "checkpoint": c, "instance": instance_name(model, p, c)}
             for p in study.pretrain.seeds for c in steps]

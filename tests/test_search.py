@@ -156,3 +156,19 @@ def test_scored_records_come_from_their_groups_trials(tmp_path):
     again = pd.read_parquet(tmp_path / "records")
     key = ["cell_id", "accuracy", "hparams", "selected_on"]
     assert first.sort_values("cell_id")[key].equals(again.sort_values("cell_id")[key])
+
+
+def test_hub_revisions_are_model_instances_at_their_step():
+    study = parse_study({"name": "p", "models": ["EleutherAI/pythia-70m@step1000", "EleutherAI/pythia-70m"],
+                         "tasks": ["sst2"], "regimes": {"zero_shot": {"descriptions": ["none"]}}})
+    assert [(c["instance"], c["checkpoint"]) for c in expand(study)] == [
+        ("EleutherAI/pythia-70m@step1000", 1000), ("EleutherAI/pythia-70m", None)]
+
+
+def test_grpo_on_a_text_task_is_refused():
+    from fsv.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_study({"name": "p", "models": ["EleutherAI/pythia-70m"], "tasks": ["sst2"],
+                     "regimes": {"rlhf": {"n": [8], "methods": ["dpo", "grpo"], "train_tasks": ["ag_news"]}}})
+    assert "regimes.rlhf.methods" in str(err.value) and "grpo" in str(err.value) and "sst2" in str(err.value)

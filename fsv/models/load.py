@@ -80,14 +80,20 @@ def load_model(path: str | Path, dtype=None, trust_remote_code: bool = False, de
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32, device_map=device,
+    from fsv.models.registry import split_revision
+
+    name, revision = split_revision(str(path))
+    return AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype or torch.float32, device_map=device,
                                                 trust_remote_code=trust_remote_code)
 
 
 def load_causal_lm(path: str | Path, dtype=None, trust_remote_code: bool = False, device: str | None = None):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    from fsv.models.registry import split_revision
+
+    name, revision = split_revision(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     return load_model(path, dtype, trust_remote_code, device), tokenizer
 
 

@@ -34,11 +34,26 @@ class ModelSpec:
         return self.kind == "world"
 
 
+def split_revision(name: str) -> tuple[str, str | None]:
+    """`SUITE_ID@REVISION` (a hub revision, e.g. Pythia's intermediate checkpoints `@step1000`) ->
+    (id, revision); anything else -> (name, None)."""
+    base, _, revision = str(name).partition("@")
+    return (base, revision) if revision and base in HF_SUITES else (str(name), None)
+
+
+def revision_step(name: str) -> int | None:
+    """The training step a hub revision names (`step1000` -> 1000), the model instance's checkpoint."""
+    revision = split_revision(name)[1]
+    match = re.fullmatch(r"step(\d+)", revision or "")
+    return int(match.group(1)) if match else None
+
+
 def resolve_model(name: str, field: str = "models") -> ModelSpec:
     if name in LADDER:
         return ModelSpec(name, "world")
-    if name in HF_SUITES:
-        return ModelSpec(name, "hf", HF_SUITES[name], nominal_params(name))
+    base, revision = split_revision(name)
+    if base in HF_SUITES:
+        return ModelSpec(name, "hf", HF_SUITES[base], nominal_params(base))
     local = Path(name).expanduser()
     if (local / "config.json").is_file():
         cfg = json.loads((local / "config.json").read_text())
@@ -47,7 +62,8 @@ def resolve_model(name: str, field: str = "models") -> ModelSpec:
     raise ConfigError(
         field,
         name,
-        f"unknown model; {did_you_mean(name, [*LADDER, *HF_SUITES])}, or a local directory with a config.json",
+        f"unknown model; {did_you_mean(name, [*LADDER, *HF_SUITES])}, or a local directory with a config.json "
+        "(a suite's hub revision as ID@REVISION, e.g. EleutherAI/pythia-70m@step1000)",
     )
 
 

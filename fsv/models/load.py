@@ -87,14 +87,17 @@ def load_model(path: str | Path, dtype=None, trust_remote_code: bool = False, de
                                                 trust_remote_code=trust_remote_code)
 
 
-def load_causal_lm(path: str | Path, dtype=None, trust_remote_code: bool = False, device: str | None = None):
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     from fsv.models.registry import split_revision
 
     name, revision = split_revision(str(path))
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
-    return load_model(path, dtype, trust_remote_code, device), tokenizer
+    return AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+
+
+def load_causal_lm(path: str | Path, dtype=None, trust_remote_code: bool = False, device: str | None = None):
+    return load_model(path, dtype, trust_remote_code, device), load_tokenizer(path, trust_remote_code)
 
 
 @contextmanager

@@ -42,14 +42,14 @@ def build_job(config: dict, rank: int, world_size: int):
     held-out tasks (world) or the held-out text task's dev and test splits, at each length."""
     import torch
 
-    from fsv.models.load import load_for_training
+    from fsv.models.load import load_for_training, load_tokenizer
     from fsv.regimes.training import adaptations, fresh_models
 
-    model_and_tokenizer = load_for_training(config)
     base = fresh_models(config, lambda: load_for_training(config)[0])
     per_rank = max(1, config["batch"] // world_size)
     if config["world"] is None:
-        return text_adaptations(config, base, model_and_tokenizer[1], rank, per_rank)
+        tokenizer = load_tokenizer(config["model_path"], config.get("trust_remote_code", False))
+        return text_adaptations(config, base, tokenizer, rank, per_rank)
     from fsv.regimes.training import draw_examples, world_measures
     from fsv.world import World, WorldConfig
 

@@ -11,13 +11,14 @@ from fsv.regimes.training import fresh_models, label_chance, selection_fields, s
 def build_job(config: dict, rank: int, world_size: int):
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    from fsv.models.load import load_for_training
+    from fsv.models.load import load_for_training, load_tokenizer
 
     peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config["prompt_tokens"])
     base = fresh_models(config, lambda: load_for_training(config)[0])
     soft_prompted = lambda: get_peft_model(base(), peft_config)  # noqa: E731
     if config["world"] is None:
-        return text_jobs(config, soft_prompted, load_for_training(config)[1], rank, world_size)
+        tokenizer = load_tokenizer(config["model_path"], config.get("trust_remote_code", False))
+        return text_jobs(config, soft_prompted, tokenizer, rank, world_size)
     per_rank = max(1, config["batch"] // world_size)
 
     def batch(world, task, symbols, rng):

@@ -29,10 +29,10 @@ def with_method(model, config: dict):
 
 
 def build_job(config: dict, rank: int, world_size: int):
-    from fsv.models.load import load_for_training
+    from fsv.models.load import load_for_training, load_tokenizer
 
     if config["world"] is None:
-        tokenizer = load_for_training(config)[1]
+        tokenizer = load_tokenizer(config["model_path"], config.get("trust_remote_code", False))
         base = fresh_models(config, lambda: load_for_training(config)[0])
         return text_jobs(config, lambda: with_method(base(), config), tokenizer, rank, world_size)
     per_rank = max(1, config["batch"] // world_size)

@@ -1,0 +1,39 @@
+"""Trials start as soon as their own model is ready: a Ray Tune searcher that hands out the study's
+cells in order, each once its model instance has been pretrained (or its pretraining has failed, so
+the trial records why), while the other ladder models are still pretraining.
+
+A grid over the cells (`tune.grid_search`) would fix every trial up front, so nothing could start
+before the whole ladder was pretrained; on 2 cores that left one core idle for the ~10 minutes the
+largest model pretrains alone. Tune asks a searcher for the next trial whenever it has room, and a
+searcher may answer "nothing yet" (None) -- so this is Tune's own extension point, not a scheduler
+of our own. Its state is the records (a resumed study lists only cells without an ok record), so
+it keeps nothing to save.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ray.tune.search import Searcher
+
+
+class ReadyCells(Searcher):
+    def __init__(self, cells: list[dict], settled: Callable[[dict], bool]):
+        super().__init__(metric="status_ok", mode="max")
+        self.pending = list(cells)
+        self.settled = settled
+
+    def suggest(self, trial_id: str) -> dict | None:
+        for i, cell in enumerate(self.pending):
+            if self.settled(cell):
+                return {"cell_id": self.pending.pop(i)["cell_id"]}
+        return Searcher.FINISHED if not self.pending else None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:  # the records are the state: nothing to save
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass

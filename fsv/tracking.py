@@ -18,9 +18,13 @@ from pathlib import Path
 def run_name(cell: dict) -> str:
     parts = [cell["model"].split("/")[-1], cell["regime"], cell["task"]]
     parts += [f"{a}{cell[a]}" for a in ("k", "n") if cell.get(a)]
-    parts += [f"d-{cell['description']}", f"s{cell['seed']}"]
+    parts += [f"d-{cell['description']}"]
+    parts += [f"s{cell['seed']}"] if cell.get("seed") is not None else []
+    parts += [f"{k}{v:g}" for k, v in sorted((cell.get("hparams") or {}).items())]  # a selection trial's configuration
     if cell.get("pretrain_seed") is not None:
         parts.append(f"ps{cell['pretrain_seed']}")
+    if cell.get("checkpoint") is not None:
+        parts.append(f"step{cell['checkpoint']}")
     return ".".join(str(p) for p in parts)
 
 

@@ -35,8 +35,9 @@ def world_config() -> dict:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A real local Ray cluster, shared by the in-process tests."""
+def ray_cluster(fsv_cache):
+    """A real local Ray cluster, shared by the in-process tests; started after FSV_CACHE is set, so
+    its workers look for ladder models where the tests pretrain them."""
     import ray
 
     from study.driver import LOCAL_TRAIN_ENV

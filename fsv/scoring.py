@@ -1,33 +1,286 @@
 """Scoring: a label is chosen by the log-likelihood of each choice after the prompt.
 
-`score_choices` is the fast path: prompts are batched (right-padded; positions are read at each
-prompt's own last token), single-token choices are all scored from one forward pass, and multi-token
-choices reuse the prompt's KV cache, so the shared prefix is computed once per prompt.
-`score_naive` is the reference: one full-sequence forward per (prompt, choice).
-Both return the summed log-probability of each choice's tokens and its length-normalised variant.
+In an episode the description and the k demonstrations are the same for every query, so the
+scorer computes their keys and values once and every query pays only for its own tokens:
+
+1. `shared_prefixes` splits the prompts into runs that share a prefix (found on the token ids, so a
+   tokenizer's merges across the boundary cannot make it inexact): an episode's queries form a run;
+   prompts that share little (k = 0) form one run whose prefix is what they do share (e.g. <bos>).
+2. `score_episodes` runs the prefixes of a block of episodes in one forward (right-padded) and
+   keeps their `DynamicCache`; each query's suffix then runs against its episode's rows of that
+   cache (gathered with an index), with an attention mask that hides the padding and explicit
+   position ids (prefix length + t). A single-token choice is read at the suffix's last real
+   token. Multi-token choices continue the suffixes' cache (`batch_repeat_interleave` by the
+   number of choices) with every choice at once, right-padded.
+3. A prompt-tuned peft model (PromptTuning / P-tuning: m virtual tokens before the prompt) is
+   served by the same path: the soft prompt's embeddings go before every prefix, so the cache
+   holds m + prefix positions. Other prompt-learning methods (prefix tuning, which injects its own
+   cache) and sliding-window attention fall back to `score_full_prompts`, the previous path
+   (full prompts batched, multi-token choices from each prompt's own cache).
+
+Batches are sized in cached tokens (rows x keys each row reads), smaller on CPU: on 2 cores a
+batch of 256 full prompts cost ~26 % more than one of 16 (cache misses), while a GPU wants wide
+batches. `score_naive` is the reference: one full-sequence forward per (prompt, choice).
+Every scorer returns the summed log-probability of each choice's tokens and its length-normalised
+variant, [n prompts, n choices].
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from transformers import DynamicCache
+
+@dataclass(frozen=True)
+class Budget:
+    """What one forward may hold: `new` tokens run through the model (activations, logits) and
+    `cached` keys read (rows x cached positions: the KV cache a batch copies)."""
+
+    new: int
+    cached: int
+
+    @classmethod
+    def for_device(cls, device) -> Budget:
+        """Measured with `benchmarks/scorer.py` (world-l, 1 thread): on CPU ~1-2k new tokens a
+        forward is the sweet spot (fewer pay Python's per-forward cost, more fall out of cache); a
+        GPU wants wide batches, bounded by the logits of multi-token choices."""
+        if torch.device(device).type == "cuda":
+            return cls(new=8192, cached=1 << 21)
+        return cls(new=2048, cached=1 << 16)
 
 
 def _pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(p) for p in prompts])
-    ids = torch.full((len(prompts), int(lengths.max())), pad_id, dtype=torch.long)
+    lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+    ids = torch.full((len(prompts), max((len(p) for p in prompts), default=0)), pad_id, dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, : len(p)] = torch.as_tensor(p)
+        ids[i, : len(p)] = torch.as_tensor(p, dtype=torch.long)
     mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
     return ids, mask, lengths
 
 
+def _cache_kw(model) -> str:
+    """The forward's name for the KV cache: `cache` since transformers 5.24 (`past_key_values`
+    before, and in models that ship their own code)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_out(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+# --- finding the shared prefixes ----------------------------------------------------------------
+
+
+def shared_prefixes(prompts: list[list[int]]) -> list[tuple[int, int, int]]:
+    """(start, stop, prefix length) of consecutive runs of prompts that share a prefix, found on
+    the token ids. A prompt joins the run unless what the run would stop sharing, paid by each of
+    its n prompts, exceeds what a new run would compute again: n * (shared - common) > common
+    (an episode's queries share its demonstrations; the next episode shares only what comes
+    before them). A prefix always leaves every prompt at least its last token, and a run keeps
+    none when it would save less than a token a prompt (its own forward would cost more)."""
+    if not prompts:
+        return []
+    runs, start, shared = [], 0, len(prompts[0]) - 1
+    for i in range(1, len(prompts)):
+        n = i - start
+        common = min(_common(prompts[i - 1], prompts[i]), len(prompts[i]) - 1, shared)
+        if n >= 2 and n * (shared - common) > common:
+            runs.append((start, i, shared))
+            start, shared = i, len(prompts[i]) - 1
+        else:
+            shared = common
+    runs.append((start, len(prompts), shared))
+    return [(a, b, n if n > 0 and (b - a - 1) * n >= b - a else 0) for a, b, n in runs]
+
+
+# --- the model the cache path drives ----------------------------------------------------------
+
+
+def _cache_target(model):
+    """(causal LM to run, soft-prompt embeddings [1, m, d] or None), or None when the cache path
+    cannot serve the model (a prompt-learning method other than prompt tuning / P-tuning)."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        if str(getattr(peft_config.peft_type, "value", peft_config.peft_type)) not in ("PROMPT_TUNING", "P_TUNING"):
+            return None
+        return model.base_model, model.get_prompt(batch_size=1)
+    return model, None
+
+
+def _sliding(lm) -> bool:
+    """Whether any layer attends through a sliding window (the cache path assumes full attention)."""
+    return any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=lm.config).layers)
+
+
 @torch.no_grad()
-def score_choices(model, prompts: list[list[int]], choices: list[list[int]], batch_size: int = 256, pad_id: int = 0):
+def score_choices(model, prompts: list[list[int]], choices: list[list[int]], batch_size: int | None = None,
+                  pad_id: int = 0, budget: Budget | None = None):
     """Log-likelihood [len(prompts), len(choices)] of every choice after every prompt (summed over
-    the choice's tokens), and the same divided by the choice's token count."""
+    the choice's tokens), and the same divided by the choice's token count. Shared prefixes are
+    found and computed once (`shared_prefixes`, `score_episodes`). `batch_size` caps the queries
+    per forward; `budget` bounds the tokens of one forward (default: `Budget.for_device`)."""
+    runs = shared_prefixes(prompts)
+    episodes = [(prompts[a][:n], [p[n:] for p in prompts[a:b]]) for a, b, n in runs]
+    return score_episodes(model, episodes, choices, batch_size=batch_size, pad_id=pad_id, budget=budget)
+
+
+@torch.no_grad()
+def score_episodes(model, episodes: list[tuple[list[int], list[list[int]]]], choices: list[list[int]],
+                   batch_size: int | None = None, pad_id: int = 0, budget: Budget | None = None):
+    """Score episodes given as (shared prefix, [query suffix, ...]): the prefix runs once, each
+    suffix (>= 1 token) against its cache. Rows come out in episode order, then suffix order."""
+    model.eval()
+    target = _cache_target(model)
+    if target is None or _sliding(target[0]):
+        prompts = [prefix + s for prefix, suffixes in episodes for s in suffixes]
+        return score_full_prompts(model, prompts, choices, batch_size=batch_size, pad_id=pad_id, budget=budget)
+    if any(not s for _, suffixes in episodes for s in suffixes):
+        raise ValueError("every query suffix needs at least one token (the one the label follows)")
+    scorer = _CacheScorer(*target, choices, pad_id)
+    budget = budget or Budget.for_device(scorer.device)
+    rows = scorer.rows_per_batch(episodes, batch_size, budget)
+    blocks = _blocks(episodes, rows, budget.new)
+    out = [scorer.block([episodes[i] for i in block], rows) for block in blocks]
+    loglik = np.concatenate(out) if out else np.zeros((0, len(choices)))
+    lengths = np.array([len(c) for c in choices], dtype=float)
+    return loglik, loglik / lengths[None, :]
+
+
+def _blocks(episodes, rows: int, tokens: int) -> list[list[int]]:
+    """Consecutive episodes whose prefixes run in one forward: up to about `rows` queries and
+    `tokens` prefix tokens in all, never mixing episodes with and without a prefix (a row with
+    nothing to attend to has no softmax)."""
+    blocks, current, queries, width = [], [], 0, 0
+    for i, (prefix, suffixes) in enumerate(episodes):
+        wider = max(width, len(prefix))
+        if current and (queries >= rows or (len(current) + 1) * wider > tokens
+                        or bool(prefix) != bool(episodes[current[0]][0])):
+            blocks.append(current)
+            current, queries, wider = [], 0, len(prefix)
+        current.append(i)
+        queries, width = queries + len(suffixes), wider
+    return blocks + [current] if current else blocks
+
+
+class _CacheScorer:
+    """One model's prefix-cache scoring: a block's prefixes, then its suffixes in batches."""
+
+    def __init__(self, lm, soft, choices: list[list[int]], pad_id: int):
+        self.lm, self.soft, self.pad_id = lm, soft, pad_id
+        self.device = next(lm.parameters()).device
+        self.virtual = 0 if soft is None else soft.shape[1]
+        self.first = torch.tensor([c[0] for c in choices], device=self.device)
+        self.multi = any(len(c) > 1 for c in choices)
+        rest = [list(c[1:]) for c in choices]
+        width = max(len(r) for r in rest)
+        self.rest = torch.tensor([r + [pad_id] * (width - len(r)) for r in rest], device=self.device)
+        self.rest_len = torch.tensor([len(r) for r in rest], device=self.device)
+        self.keep = "logits_to_keep" in inspect.signature(lm.forward).parameters
+        self.kw = _cache_kw(lm)
+
+    def rows_per_batch(self, episodes, batch_size: int | None, budget: Budget) -> int:
+        """Queries per forward: `batch_size`, or as many as the budget holds (the choices' stage
+        runs a row per query and choice)."""
+        if batch_size:
+            return int(batch_size)
+        choices, width = len(self.first), self.rest.shape[1]
+        suffix = max(len(s) for _, ss in episodes for s in ss)
+        keys = self.virtual + max(len(p) for p, _ in episodes) + suffix + width
+        new = max(suffix, choices * width) if self.multi else suffix
+        return max(1, min(budget.new // new, budget.cached // (keys * (choices if self.multi else 1))))
+
+    def block(self, episodes, rows: int) -> np.ndarray:
+        cache, plen, pmask = self.prefixes([p for p, _ in episodes])
+        owner = torch.tensor([e for e, (_, ss) in enumerate(episodes) for _ in ss], device=self.device)
+        suffixes = [s for _, ss in episodes for s in ss]
+        out = [self.suffixes(cache, plen, pmask, owner[a : a + rows], suffixes[a : a + rows])
+               for a in range(0, len(suffixes), rows)]
+        return torch.cat(out).cpu().numpy()
+
+    def prefixes(self, prefixes: list[list[int]]):
+        """The block's prefixes (after the soft prompt, if any) in one forward: (cache or None,
+        lengths [E], attention mask [E, width])."""
+        ids, mask, lengths = (t.to(self.device) for t in _pad(prefixes, self.pad_id))
+        if self.soft is not None:
+            embeds = self.lm.get_input_embeddings()(ids)
+            soft = self.soft.to(embeds.dtype).expand(len(prefixes), -1, -1)
+            mask = torch.cat([torch.ones(len(prefixes), self.virtual, dtype=torch.long, device=self.device), mask], 1)
+            out = self.lm(inputs_embeds=torch.cat([soft, embeds], 1), attention_mask=mask, use_cache=True,
+                          **self._keep(1))
+            return _cache_out(out), lengths + self.virtual, mask
+        if ids.shape[1] == 0:
+            return None, lengths, mask
+        out = self.lm(input_ids=ids, attention_mask=mask, use_cache=True, **self._keep(1))
+        return _cache_out(out), lengths, mask
+
+    def _keep(self, positions):
+        """Logits only where they are read (models whose forward takes `logits_to_keep`)."""
+        if not self.keep:
+            return {}
+        return {"logits_to_keep": positions}
+
+    def suffixes(self, cache, plen, pmask, owner, suffixes: list[list[int]]) -> torch.Tensor:
+        """Summed log-likelihood [B, n choices] of every choice after each suffix, its episode's
+        prefix cache rows gathered by `owner`."""
+        ids, smask, slen = (t.to(self.device) for t in _pad(suffixes, self.pad_id))
+        width = ids.shape[1]
+        start = plen[owner]
+        mask = torch.cat([pmask[owner], smask], 1)
+        sub = None if cache is None else DynamicCache(ddp_cache_data=[(k[owner], v[owner]) for k, v, *_ in cache])
+        last = slen - 1
+        read = torch.unique(last) if self.keep else torch.arange(width, device=self.device)
+        out = self.lm(input_ids=ids, attention_mask=mask, position_ids=start[:, None] + torch.arange(width, device=self.device),
+                      use_cache=self.multi, **{self.kw: sub}, **self._keep(read))
+        at = torch.searchsorted(read, last)
+        first = out.logits[torch.arange(len(suffixes), device=self.device), at].float().log_softmax(-1)
+        scores = first[:, self.first]
+        if self.multi:
+            scores = scores + self.continuations(_cache_out(out), mask, start + slen)
+        return scores
+
+    def continuations(self, cache, mask, start) -> torch.Tensor:
+        """Log-likelihood [B, n choices] of every choice's tokens after its first, all choices at
+        once: the suffixes' cache repeated per choice, the choices right-padded."""
+        n, width = self.rest.shape
+        rows = mask.shape[0]
+        cache.batch_repeat_interleave(n)
+        valid = torch.arange(width, device=self.device)[None, :] < self.rest_len[:, None]  # [n, width]
+        ids = torch.cat([self.first[:, None], self.rest[:, :-1]], 1).repeat(rows, 1)  # token t predicts rest[t]
+        attn = torch.cat([mask.repeat_interleave(n, 0), valid.long().repeat(rows, 1)], 1)
+        pos = start.repeat_interleave(n)[:, None] + torch.arange(width, device=self.device)
+        logits = self.lm(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
+                         **{self.kw: cache}).logits.float().log_softmax(-1)
+        picked = logits.view(rows, n, width, -1).gather(-1, self.rest[None, :, :, None].expand(rows, -1, -1, 1))
+        return (picked.squeeze(-1) * valid[None]).sum(-1)
+
+
+# --- the previous path and the reference -------------------------------------------------------
+
+
+@torch.no_grad()
+def score_full_prompts(model, prompts: list[list[int]], choices: list[list[int]], batch_size: int | None = None,
+                       pad_id: int = 0, budget: Budget | None = None):
+    """Every prompt in full, batched (right-padded, read at each prompt's own last token); a
+    multi-token choice reuses its prompt's KV cache. Serves any model, including every peft
+    prompt-learning method (the virtual tokens shift the positions read; their multi-token
+    choices run as full sequences, since peft puts its virtual tokens before every forward)."""
     model.eval()
     device = next(model.parameters()).device
+    if not batch_size:
+        longest = max((len(p) for p in prompts), default=1)
+        batch_size = max(1, (budget or Budget.for_device(device)).new // max(1, longest))
     single = all(len(c) == 1 for c in choices)
     out = np.zeros((len(prompts), len(choices)))
     for start in range(0, len(prompts), batch_size):
@@ -39,6 +292,8 @@ def score_choices(model, prompts: list[list[int]], choices: list[list[int]], bat
             shift = logits.shape[1] - ids.shape[1]  # virtual tokens a prompt-tuned model prepends
             last = logits[torch.arange(len(chunk)), (lengths - 1 + shift).to(device)].float().log_softmax(-1)
             out[start : start + len(chunk)] = last[:, [c[0] for c in choices]].cpu().numpy()
+        elif _cache_target(model) is None or _cache_target(model)[1] is not None:
+            out[start : start + len(chunk)] = _score_full_sequences(model, chunk, choices, pad_id, device)
         else:
             for i, prompt in enumerate(chunk):
                 out[start + i] = _score_multi_token(model, prompt, choices, device)
@@ -52,16 +307,16 @@ def _score_multi_token(model, prompt: list[int], choices: list[list[int]], devic
     prefix = torch.tensor([prompt], device=device)
     first = model(input_ids=prefix, use_cache=True)
     first_logp = first.logits[0, -1].float().log_softmax(-1)
-    cache = first.past_key_values
+    cache = _cache_out(first)
     cache.batch_repeat_interleave(len(choices))
     width = max(len(c) for c in choices)
     cont = torch.zeros((len(choices), width), dtype=torch.long, device=device)
     for j, c in enumerate(choices):
         cont[j, : len(c)] = torch.as_tensor(c)
-    attn = torch.ones((len(choices), len(prompt) + width), dtype=torch.long, device=device)
+    attn = torch.ones((len(choices), first.logits.shape[1] + width), dtype=torch.long, device=device)
     for j, c in enumerate(choices):
-        attn[j, len(prompt) + len(c) :] = 0
-    logits = model(input_ids=cont, past_key_values=cache, attention_mask=attn, use_cache=False).logits
+        attn[j, first.logits.shape[1] + len(c) :] = 0
+    logits = model(input_ids=cont, attention_mask=attn, use_cache=False, **{_cache_kw(model): cache}).logits
     logp = logits.float().log_softmax(-1)
     scores = np.zeros(len(choices))
     for j, c in enumerate(choices):
@@ -71,8 +326,21 @@ def _score_multi_token(model, prompt: list[int], choices: list[list[int]], devic
     return scores
 
 
+def _score_full_sequences(model, prompts: list[list[int]], choices: list[list[int]], pad_id: int, device):
+    """Every (prompt, choice) as one full right-padded row: no cache to carry between forwards."""
+    rows = [p + list(c) for p in prompts for c in choices]
+    ids, mask, _ = _pad(rows, pad_id)
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    logp = logits[:, logits.shape[1] - ids.shape[1] :].float().log_softmax(-1)  # past any virtual tokens
+    out = np.zeros((len(prompts), len(choices)))
+    for r, (i, j) in enumerate((i, j) for i in range(len(prompts)) for j in range(len(choices))):
+        pos = torch.arange(len(choices[j]), device=device) + len(prompts[i]) - 1
+        out[i, j] = logp[r, pos, torch.as_tensor(choices[j], device=device)].sum().item()
+    return out
+
+
 @torch.no_grad()
-def score_naive(model, prompts: list[list[int]], choices: list[list[int]]):
+def score_naive(model, prompts: list[list[int]], choices: list[list[int]], **_):
     """Reference scoring: one unbatched full-sequence forward per (prompt, choice)."""
     model.eval()
     device = next(model.parameters()).device
@@ -80,7 +348,8 @@ def score_naive(model, prompts: list[list[int]], choices: list[list[int]]):
     for i, prompt in enumerate(prompts):
         for j, choice in enumerate(choices):
             seq = torch.tensor([prompt + list(choice)], device=device)
-            logp = model(input_ids=seq).logits[0].float().log_softmax(-1)
+            logits = model(input_ids=seq).logits[0]
+            logp = logits[logits.shape[0] - seq.shape[1] :].float().log_softmax(-1)  # past any virtual tokens
             out[i, j] = sum(logp[len(prompt) + t - 1, tok].item() for t, tok in enumerate(choice))
     lengths = np.array([len(c) for c in choices], dtype=float)
     return out, out / lengths[None, :]

@@ -5,7 +5,7 @@ scorer computes their keys and values once and every query pays only for its own
 
 1. `shared_prefixes` splits the prompts into runs that share a prefix (found on the token ids, so a
    tokenizer's merges across the boundary cannot make it inexact): an episode's queries form a run;
-   prompts that share little (k = 0) form one run whose prefix is what they do share (e.g. <bos>).
+   at k = 0 the queries of a description share it, and prompts that share only <bos> run in full.
 2. `score_episodes` runs the prefixes of a block of episodes in one forward (right-padded) and
    keeps their `DynamicCache`; each query's suffix then runs against its episode's rows of that
    cache (gathered with an index), with an attention mask that hides the padding and explicit
@@ -16,11 +16,18 @@ scorer computes their keys and values once and every query pays only for its own
    served by the same path: the soft prompt's embeddings go before every prefix, so the cache
    holds m + prefix positions. Other prompt-learning methods (prefix tuning, which injects its own
    cache) and sliding-window attention fall back to `score_full_prompts`, the previous path
-   (full prompts batched, multi-token choices from each prompt's own cache).
+   (full prompts batched, multi-token choices from each prompt's own cache -- or, for prompt
+   learning, as full sequences: peft puts its virtual tokens before every forward, so the
+   previous path read a prompt-tuned model's later choice tokens after a second soft prompt).
 
-Batches are sized in cached tokens (rows x keys each row reads), smaller on CPU: on 2 cores a
-batch of 256 full prompts cost ~26 % more than one of 16 (cache misses), while a GPU wants wide
-batches. `score_naive` is the reference: one full-sequence forward per (prompt, choice).
+Measured (`benchmarks/scorer.py`, one process, 1 thread, identical requests, same
+log-likelihoods): world-l with 4 choices, 6.3x lm-evaluation-harness's `HFLM.loglikelihood` at
+k = 16 (it runs one forward per context, all k demonstrations again for every query), 5x at
+k = 4 and 8, 3.3x at k = 0; 7.4x on a text task with multi-token label words.
+
+Batches are sized in tokens (`Budget`: new tokens a forward runs, keys its rows read), smaller on
+CPU: on 2 cores a batch of 256 full prompts cost ~26 % more than one of 16 (cache misses), while a
+GPU wants wide batches. `score_naive` is the reference: one full-sequence forward per (prompt, choice).
 Every scorer returns the summed log-probability of each choice's tokens and its length-normalised
 variant, [n prompts, n choices].
 """
@@ -34,6 +41,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+
 @dataclass(frozen=True)
 class Budget:
     """What one forward may hold: `new` tokens run through the model (activations, logits) and
@@ -44,12 +52,14 @@ class Budget:
 
     @classmethod
     def for_device(cls, device) -> Budget:
-        """Measured with `benchmarks/scorer.py` (world-l, 1 thread): on CPU ~1-2k new tokens a
-        forward is the sweet spot (fewer pay Python's per-forward cost, more fall out of cache); a
-        GPU wants wide batches, bounded by the logits of multi-token choices."""
+        """On CPU (1 thread, a busy 2-core machine, best of 3): the text bench of
+        `benchmarks/scorer.py` (311-token prompts, 4 multi-token labels) took 0.96 s at 1024 new /
+        16k cached tokens, 1.2 s at 512, 1.6 s at 2048 / 64k, 2.1 s at 8192 / 256k; world-l at
+        k = 16 was flat within the noise (0.30-0.41 s) over 256-8192. A GPU wants wide batches,
+        bounded by the logits of multi-token choices (rows x choice tokens x vocabulary)."""
         if torch.device(device).type == "cuda":
             return cls(new=8192, cached=1 << 21)
-        return cls(new=2048, cached=1 << 16)
+        return cls(new=1024, cached=1 << 15)
 
 
 def _pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -241,8 +251,9 @@ class _CacheScorer:
         sub = None if cache is None else DynamicCache(ddp_cache_data=[(k[owner], v[owner]) for k, v, *_ in cache])
         last = slen - 1
         read = torch.unique(last) if self.keep else torch.arange(width, device=self.device)
-        out = self.lm(input_ids=ids, attention_mask=mask, position_ids=start[:, None] + torch.arange(width, device=self.device),
-                      use_cache=self.multi, **{self.kw: sub}, **self._keep(read))
+        pos = start[:, None] + torch.arange(width, device=self.device)
+        out = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=self.multi,
+                      **{self.kw: sub}, **self._keep(read))
         at = torch.searchsorted(read, last)
         first = out.logits[torch.arange(len(suffixes), device=self.device), at].float().log_softmax(-1)
         scores = first[:, self.first]

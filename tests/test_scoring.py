@@ -125,8 +125,8 @@ def test_text_multi_token_labels_equal_naive(text_setup, arch):
     assert res.label_logprob == pytest.approx(float(truth_ll.mean())) and res.label_logprob < 0
 
 
-def test_prompt_tuned_model_reads_past_its_soft_prompt(world_and_model):
-    from peft import PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
+def test_peft_models_prompt_tuned_prefix_tuned_and_lora(world_and_model):
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
 
     world, base = world_and_model
     torch.manual_seed(1)
@@ -134,12 +134,13 @@ def test_prompt_tuned_model_reads_past_its_soft_prompt(world_and_model):
     for k in (0, 4):
         prompts += world_prompts(world, world.heldout_tasks[:2], k, "none", seed=3, episodes=1)[0][:10]
     for config in (PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3),  # the cache path
-                   PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3)):  # full prompts
+                   PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3),  # full prompts
+                   LoraConfig(task_type=TaskType.CAUSAL_LM, r=2, init_lora_weights=False)):  # the cache path
         model = get_peft_model(copy.deepcopy(base), config).eval()  # the shared base stays as it is
         for choices in ([[i] for i in world.label_ids], multi_choices(world)):
             fast = assert_naive(model, prompts, choices, batch_size=4)
             plain, _ = score_choices(base, prompts, choices)
-            assert np.abs(fast - plain).max() > 1e-3  # the virtual tokens were read
+            assert np.abs(fast - plain).max() > 1e-3  # the adapter was read
             old, _ = score_full_prompts(model, prompts, choices)
             assert np.abs(fast - old).max() < TOL
 

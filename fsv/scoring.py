@@ -152,6 +152,10 @@ def score_episodes(model, episodes: list[tuple[list[int], list[list[int]]]], cho
     """Score episodes given as (shared prefix, [query suffix, ...]): the prefix runs once, each
     suffix (>= 1 token) against its cache. Rows come out in episode order, then suffix order."""
     model.eval()
+    lengths = np.array([len(c) for c in choices], dtype=float)
+    episodes = [(prefix, suffixes) for prefix, suffixes in episodes if suffixes]  # no rows of their own
+    if not episodes:
+        return np.zeros((0, len(choices))), np.zeros((0, len(choices)))
     target = _cache_target(model)
     if target is None or _sliding(target[0]):
         prompts = [prefix + s for prefix, suffixes in episodes for s in suffixes]
@@ -163,8 +167,7 @@ def score_episodes(model, episodes: list[tuple[list[int], list[list[int]]]], cho
     rows = scorer.rows_per_batch(episodes, batch_size, budget)
     blocks = _blocks(episodes, rows, budget.new)
     out = [scorer.block([episodes[i] for i in block], rows) for block in blocks]
-    loglik = np.concatenate(out) if out else np.zeros((0, len(choices)))
-    lengths = np.array([len(c) for c in choices], dtype=float)
+    loglik = np.concatenate(out)
     return loglik, loglik / lengths[None, :]
 
 

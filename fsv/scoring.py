@@ -7,15 +7,19 @@ scorer computes their keys and values once and every query pays only for its own
    tokenizer's merges across the boundary cannot make it inexact): an episode's queries form a run;
    at k = 0 the queries of a description share it, and prompts that share only <bos> run in full.
 2. `score_episodes` runs the prefixes of a block of episodes in one forward (right-padded) and
-   keeps their `DynamicCache`; each query's suffix then runs against its episode's rows of that
-   cache (gathered with an index), with an attention mask that hides the padding and explicit
-   position ids (prefix length + t). A single-token choice is read at the suffix's last real
-   token. Multi-token choices continue the suffixes' cache (`batch_repeat_interleave` by the
-   number of choices) with every choice at once, right-padded.
+   keeps their `DynamicCache`. An episode's queries then sit side by side in rows after their
+   prefix's cache rows (gathered with `index_select`), each query followed by every choice's
+   tokens but its last: an additive 4D attention mask lets a token see its prefix, its own
+   query's suffix and its own choice's earlier tokens, and position ids restart after the prefix
+   for each query. One forward scores single- and multi-token choices alike, and the prefix's
+   keys are copied once a row, not once a query and choice (copying them per query cost more
+   than the queries' compute on CPU). A row holds about the prefix's width of tokens, so the
+   masked keys a query skips stay below what it reads.
 3. A prompt-tuned peft model (PromptTuning / P-tuning: m virtual tokens before the prompt) is
    served by the same path: the soft prompt's embeddings go before every prefix, so the cache
    holds m + prefix positions. Other prompt-learning methods (prefix tuning, which injects its own
-   cache) and sliding-window attention fall back to `score_full_prompts`, the previous path
+   cache), sliding-window attention and flash-attention (no 4D masks) fall back to
+   `score_full_prompts`, the previous path
    (full prompts batched, multi-token choices from each prompt's own cache -- or, for prompt
    learning, as full sequences: peft puts its virtual tokens before every forward, so the
    previous path read a prompt-tuned model's later choice tokens after a second soft prompt).
@@ -52,23 +56,22 @@ class Budget:
 
     @classmethod
     def for_device(cls, device) -> Budget:
-        """On CPU (1 thread, a busy 2-core machine, best of 3): the text bench of
-        `benchmarks/scorer.py` (311-token prompts, 4 multi-token labels) took 0.96 s at 1024 new /
-        16k cached tokens, 1.2 s at 512, 1.6 s at 2048 / 64k, 2.1 s at 8192 / 256k; world-l at
-        k = 16 was flat within the noise (0.30-0.41 s) over 256-8192. A GPU wants wide batches,
-        bounded by the logits of multi-token choices (rows x choice tokens x vocabulary)."""
+        """On CPU (1 thread, a busy 2-core machine, best of 3, `benchmarks/scorer.py`'s cases):
+        the text task took 0.91 s at 4096 new / 128k cached and at 2048 / 32k, 1.0-1.1 s at 1024
+        and 1.1-1.2 s at 512; world-l at k = 16 0.22 s at 4096 / 32k, 0.25-0.37 s at the others.
+        A GPU wants wider batches, bounded by the logits read (rows x tokens x vocabulary)."""
         if torch.device(device).type == "cuda":
-            return cls(new=8192, cached=1 << 21)
-        return cls(new=1024, cached=1 << 15)
+            return cls(new=4096, cached=1 << 20)  # not measured here (no GPU on the 2-core machine)
+        return cls(new=4096, cached=1 << 16)
 
 
 def _pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-    ids = torch.full((len(prompts), max((len(p) for p in prompts), default=0)), pad_id, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, : len(p)] = torch.as_tensor(p, dtype=torch.long)
-    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
-    return ids, mask, lengths
+    """Right-padded ids [n, longest], attention mask, lengths."""
+    lengths = np.array([len(p) for p in prompts], dtype=np.int64)
+    ids = np.full((len(prompts), int(lengths.max(initial=0))), pad_id, dtype=np.int64)
+    mask = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+    ids[mask] = np.fromiter((t for p in prompts for t in p), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(lengths)
 
 
 def _cache_kw(model) -> str:
@@ -80,6 +83,11 @@ def _cache_kw(model) -> str:
 def _cache_out(out):
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+def _rows(cache, owner: torch.Tensor) -> DynamicCache:
+    """A cache of the rows `owner` of `cache` (index_select: advanced indexing is ~5x slower on CPU)."""
+    return DynamicCache(ddp_cache_data=[(k.index_select(0, owner), v.index_select(0, owner)) for k, v, *_ in cache])
 
 
 def _common(a: list[int], b: list[int]) -> int:
@@ -129,9 +137,12 @@ def _cache_target(model):
     return model, None
 
 
-def _sliding(lm) -> bool:
-    """Whether any layer attends through a sliding window (the cache path assumes full attention)."""
-    return any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=lm.config).layers)
+def _packs(lm) -> bool:
+    """Whether the packed path can drive `lm`: full attention in every layer (no sliding window)
+    and an attention that takes a 4D mask (sdpa, eager; not flash-attention)."""
+    if getattr(lm.config, "_attn_implementation", None) not in (None, "sdpa", "eager"):
+        return False
+    return not any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=lm.config).layers)
 
 
 @torch.no_grad()
@@ -157,16 +168,16 @@ def score_episodes(model, episodes: list[tuple[list[int], list[list[int]]]], cho
     if not episodes:
         return np.zeros((0, len(choices))), np.zeros((0, len(choices)))
     target = _cache_target(model)
-    if target is None or _sliding(target[0]):
+    if target is None or not _packs(target[0]):
         prompts = [prefix + s for prefix, suffixes in episodes for s in suffixes]
         return score_full_prompts(model, prompts, choices, batch_size=batch_size, pad_id=pad_id, budget=budget)
     if any(not s for _, suffixes in episodes for s in suffixes):
         raise ValueError("every query suffix needs at least one token (the one the label follows)")
     scorer = _CacheScorer(*target, choices, pad_id)
     budget = budget or Budget.for_device(scorer.device)
-    rows = scorer.rows_per_batch(episodes, batch_size, budget)
-    blocks = _blocks(episodes, rows, budget.new)
-    out = [scorer.block([episodes[i] for i in block], rows) for block in blocks]
+    queries = scorer.rows_per_batch(episodes, batch_size, budget)
+    blocks = _blocks(episodes, queries, budget.new)
+    out = [scorer.block([episodes[i] for i in block], queries, budget) for block in blocks]
     loglik = np.concatenate(out)
     return loglik, loglik / lengths[None, :]
 
@@ -188,39 +199,57 @@ def _blocks(episodes, rows: int, tokens: int) -> list[list[int]]:
 
 
 class _CacheScorer:
-    """One model's prefix-cache scoring: a block's prefixes, then its suffixes in batches."""
+    """One model's prefix-cache scoring: a block's prefixes in one forward, then its queries
+    packed along the sequence (`pack`) against their episode's rows of that cache."""
 
     def __init__(self, lm, soft, choices: list[list[int]], pad_id: int):
-        self.lm, self.soft, self.pad_id = lm, soft, pad_id
-        self.device = next(lm.parameters()).device
+        self.lm, self.soft, self.pad_id, self.choices = lm, soft, pad_id, [list(c) for c in choices]
+        param = next(lm.parameters())
+        self.device, self.dtype = param.device, param.dtype
         self.virtual = 0 if soft is None else soft.shape[1]
         self.first = torch.tensor([c[0] for c in choices], device=self.device)
-        self.multi = any(len(c) > 1 for c in choices)
-        rest = [list(c[1:]) for c in choices]
-        width = max(len(r) for r in rest)
-        self.rest = torch.tensor([r + [pad_id] * (width - len(r)) for r in rest], device=self.device)
-        self.rest_len = torch.tensor([len(r) for r in rest], device=self.device)
+        self.extra = sum(len(c) - 1 for c in choices)  # continuation tokens a query adds
         self.keep = "logits_to_keep" in inspect.signature(lm.forward).parameters
         self.kw = _cache_kw(lm)
 
     def rows_per_batch(self, episodes, batch_size: int | None, budget: Budget) -> int:
-        """Queries per forward: `batch_size`, or as many as the budget holds (the choices' stage
-        runs a row per query and choice)."""
+        """Queries per block: `batch_size`, or as many as the budget's new tokens hold."""
         if batch_size:
             return int(batch_size)
-        choices, width = len(self.first), self.rest.shape[1]
-        suffix = max(len(s) for _, ss in episodes for s in ss)
-        keys = self.virtual + max(len(p) for p, _ in episodes) + suffix + width
-        new = max(suffix, choices * width) if self.multi else suffix
-        return max(1, min(budget.new // new, budget.cached // (keys * (choices if self.multi else 1))))
+        return max(1, budget.new // (max(len(s) for _, ss in episodes for s in ss) + self.extra))
 
-    def block(self, episodes, rows: int) -> np.ndarray:
+    def block(self, episodes, queries: int, budget: Budget) -> np.ndarray:
+        """Log-likelihood [n queries, n choices] of a block's episodes."""
         cache, plen, pmask = self.prefixes([p for p, _ in episodes])
-        owner = torch.tensor([e for e, (_, ss) in enumerate(episodes) for _ in ss], device=self.device)
-        suffixes = [s for _, ss in episodes for s in ss]
-        out = [self.suffixes(cache, plen, pmask, owner[a : a + rows], suffixes[a : a + rows])
-               for a in range(0, len(suffixes), rows)]
-        return torch.cat(out).cpu().numpy()
+        rows = self.pack(episodes, int(plen.max()), queries)
+        out = torch.zeros(sum(len(ss) for _, ss in episodes), len(self.choices), device=self.device)
+        width = max(sum(len(s) + self.extra for _, s in row) for _, row in rows)
+        per_forward = max(1, min(budget.new // width, budget.cached // (pmask.shape[1] + width)))
+        start = 0
+        while start < len(rows):
+            stop, count = start + 1, len(rows[start][1])
+            while stop < len(rows) and stop - start < per_forward and count + len(rows[stop][1]) <= queries:
+                count, stop = count + len(rows[stop][1]), stop + 1
+            self.packed(cache, plen, pmask, rows[start:stop], out)
+            start = stop
+        return out.cpu().numpy()
+
+    def pack(self, episodes, width: int, queries: int) -> list[tuple[int, list]]:
+        """Rows of (episode, [(query number, suffix), ...]): an episode's queries side by side,
+        up to about the prefix's width of tokens a row (each query sees only the prefix and its
+        own tokens, so a row wider than its prefix would mostly attend to masked keys)."""
+        rows, number = [], 0
+        for e, (_, suffixes) in enumerate(episodes):
+            cap = max(width, max(len(s) for s in suffixes) + self.extra)
+            row, used = [], 0
+            for s in suffixes:
+                if row and (used + len(s) + self.extra > cap or len(row) >= queries):
+                    rows.append((e, row))
+                    row, used = [], 0
+                row.append((number, s))
+                used, number = used + len(s) + self.extra, number + 1
+            rows.append((e, row))
+        return rows
 
     def prefixes(self, prefixes: list[list[int]]):
         """The block's prefixes (after the soft prompt, if any) in one forward: (cache or None,
@@ -240,44 +269,66 @@ class _CacheScorer:
 
     def _keep(self, positions):
         """Logits only where they are read (models whose forward takes `logits_to_keep`)."""
-        if not self.keep:
-            return {}
-        return {"logits_to_keep": positions}
+        return {"logits_to_keep": positions} if self.keep else {}
 
-    def suffixes(self, cache, plen, pmask, owner, suffixes: list[list[int]]) -> torch.Tensor:
-        """Summed log-likelihood [B, n choices] of every choice after each suffix, its episode's
-        prefix cache rows gathered by `owner`."""
-        ids, smask, slen = (t.to(self.device) for t in _pad(suffixes, self.pad_id))
-        width = ids.shape[1]
-        start = plen[owner]
-        mask = torch.cat([pmask[owner], smask], 1)
-        sub = None if cache is None else DynamicCache(ddp_cache_data=[(k[owner], v[owner]) for k, v, *_ in cache])
-        last = slen - 1
-        read = torch.unique(last) if self.keep else torch.arange(width, device=self.device)
-        pos = start[:, None] + torch.arange(width, device=self.device)
-        out = self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=self.multi,
-                      **{self.kw: sub}, **self._keep(read))
-        at = torch.searchsorted(read, last)
-        first = out.logits[torch.arange(len(suffixes), device=self.device), at].float().log_softmax(-1)
-        scores = first[:, self.first]
-        if self.multi:
-            scores = scores + self.continuations(_cache_out(out), mask, start + slen)
-        return scores
+    def layout(self, plen, rows):
+        """Token ids, positions, segments (query within the row), choice (-1: the suffix) and
+        index within the segment, each [R, T] (padding: segment -1); and the reads: (row, column,
+        query number, choice or -1 for every choice's first token, target token)."""
+        cols = {k: [] for k in ("ids", "pos", "seg", "ch", "t")}
+        reads = []
+        for r, (e, queries) in enumerate(rows):
+            row = {k: [] for k in cols}
+            base = int(plen[e])
+            for a, (number, suffix) in enumerate(queries):
+                _extend(row, suffix, base, a, -1)
+                reads.append((r, len(row["ids"]) - 1, number, -1, 0))
+                for j, choice in enumerate(self.choices):
+                    reads += [(r, len(row["ids"]) + u, number, j, choice[u + 1]) for u in range(len(choice) - 1)]
+                    _extend(row, choice[:-1], base + len(suffix), a, j)
+            for k in cols:
+                cols[k].append(row[k])
+        width = max(len(r) for r in cols["ids"])
+        fill = {"ids": self.pad_id, "pos": 0, "seg": -1, "ch": -1, "t": 0}
+        out = {k: torch.tensor([r + [fill[k]] * (width - len(r)) for r in v], device=self.device)
+               for k, v in cols.items()}
+        return out, torch.tensor(reads, device=self.device).reshape(-1, 5)
 
-    def continuations(self, cache, mask, start) -> torch.Tensor:
-        """Log-likelihood [B, n choices] of every choice's tokens after its first, all choices at
-        once: the suffixes' cache repeated per choice, the choices right-padded."""
-        n, width = self.rest.shape
-        rows = mask.shape[0]
-        cache.batch_repeat_interleave(n)
-        valid = torch.arange(width, device=self.device)[None, :] < self.rest_len[:, None]  # [n, width]
-        ids = torch.cat([self.first[:, None], self.rest[:, :-1]], 1).repeat(rows, 1)  # token t predicts rest[t]
-        attn = torch.cat([mask.repeat_interleave(n, 0), valid.long().repeat(rows, 1)], 1)
-        pos = start.repeat_interleave(n)[:, None] + torch.arange(width, device=self.device)
-        logits = self.lm(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
-                         **{self.kw: cache}).logits.float().log_softmax(-1)
-        picked = logits.view(rows, n, width, -1).gather(-1, self.rest[None, :, :, None].expand(rows, -1, -1, 1))
-        return (picked.squeeze(-1) * valid[None]).sum(-1)
+    def mask(self, layout, prefix_mask) -> torch.Tensor:
+        """Additive attention mask [R, 1, T, P + T]: a token sees its prefix, its own query's
+        suffix (causally, within the suffix) and its own choice's earlier tokens; padding sees itself."""
+        seg, ch, t = layout["seg"], layout["ch"], layout["t"]
+        same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+        causal = t[:, None, :] <= t[:, :, None]
+        key_suffix, query_suffix = (ch == -1)[:, None, :], (ch == -1)[:, :, None]
+        sees = same & ((key_suffix & (~query_suffix | causal)) | ((ch[:, :, None] == ch[:, None, :]) & causal))
+        sees |= torch.eye(seg.shape[1], dtype=torch.bool, device=self.device)[None]
+        full = torch.cat([prefix_mask.bool()[:, None, :].expand(-1, seg.shape[1], -1), sees], -1)[:, None]
+        blocked = torch.finfo(self.dtype).min
+        return torch.zeros(full.shape, dtype=self.dtype, device=self.device).masked_fill(~full, blocked)
+
+    def packed(self, cache, plen, pmask, rows, out: torch.Tensor) -> None:
+        """One forward of packed rows; adds each read's log-probability into `out`."""
+        layout, reads = self.layout(plen, rows)
+        owner = torch.tensor([e for e, _ in rows], device=self.device)
+        sub = None if cache is None else _rows(cache, owner)
+        kept = torch.unique(reads[:, 1]) if self.keep else torch.arange(layout["ids"].shape[1], device=self.device)
+        logits = self.lm(input_ids=layout["ids"], attention_mask=self.mask(layout, pmask[owner]),
+                         position_ids=layout["pos"], use_cache=False, **{self.kw: sub}, **self._keep(kept)).logits
+        logp = logits[reads[:, 0], torch.searchsorted(kept, reads[:, 1].contiguous())].float().log_softmax(-1)
+        first = reads[:, 3] == -1
+        out.index_add_(0, reads[first, 2], logp[first][:, self.first])
+        rest = ~first
+        picked = logp[rest].gather(1, reads[rest, 4][:, None])[:, 0]
+        out.index_put_((reads[rest, 2], reads[rest, 3]), picked, accumulate=True)
+
+
+def _extend(row: dict, tokens: list[int], start: int, segment: int, choice: int) -> None:
+    row["ids"] += tokens
+    row["pos"] += range(start, start + len(tokens))
+    row["seg"] += [segment] * len(tokens)
+    row["ch"] += [choice] * len(tokens)
+    row["t"] += range(len(tokens))
 
 
 # --- the previous path and the reference -------------------------------------------------------

@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--text-k", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--lm-eval-batch", type=int, default=64)
+    parser.add_argument("--lm-eval-batch", type=int, default=16)  # its fastest of 8-256 here
     parser.add_argument("--no-lm-eval", dest="lm_eval", action="store_false")
     args = parser.parse_args()
     import torch

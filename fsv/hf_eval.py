@@ -10,8 +10,9 @@ query, tokenized by the model's own tokenizer. Each label word is tokenized as a
 (its leading space kept, no special tokens) and scored with `fsv.scoring.score_choices` (an
 episode's shared prefix computed once): the summed log-probability of its tokens picks the
 prediction (`accuracy`); the same divided by its token count gives `accuracy_norm`; the correct
-label's, averaged over queries, is `label_logprob`. Nothing is truncated: a prompt that, with its longest label
-word, does not fit the model's context window raises `PromptTooLongError`, naming k and the length.
+label's, averaged over queries, is `label_logprob`. Nothing is truncated: a prompt that, with its
+longest label word, does not fit the model's context window raises `PromptTooLongError`, naming k
+and the length.
 """
 
 from __future__ import annotations

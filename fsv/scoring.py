@@ -168,33 +168,34 @@ def score_episodes(model, episodes: list[tuple[list[int], list[list[int]]]], cho
     if not episodes:
         return np.zeros((0, len(choices))), np.zeros((0, len(choices)))
     target = _cache_target(model)
-    if target is None or not _packs(target[0]):
+    plain = all(len(c) == 1 for c in choices) and not any(p for p, _ in episodes) and target and target[1] is None
+    if target is None or plain or not _packs(target[0]):  # nothing shared: full prompts, no mask to build
         prompts = [prefix + s for prefix, suffixes in episodes for s in suffixes]
         return score_full_prompts(model, prompts, choices, batch_size=batch_size, pad_id=pad_id, budget=budget)
     if any(not s for _, suffixes in episodes for s in suffixes):
         raise ValueError("every query suffix needs at least one token (the one the label follows)")
     scorer = _CacheScorer(*target, choices, pad_id)
     budget = budget or Budget.for_device(scorer.device)
-    queries = scorer.rows_per_batch(episodes, batch_size, budget)
+    queries = scorer.queries_per_block(episodes, batch_size, budget)
     blocks = _blocks(episodes, queries, budget.new)
     out = [scorer.block([episodes[i] for i in block], queries, budget) for block in blocks]
     loglik = np.concatenate(out)
     return loglik, loglik / lengths[None, :]
 
 
-def _blocks(episodes, rows: int, tokens: int) -> list[list[int]]:
-    """Consecutive episodes whose prefixes run in one forward: up to about `rows` queries and
+def _blocks(episodes, queries: int, tokens: int) -> list[list[int]]:
+    """Consecutive episodes whose prefixes run in one forward: up to about `queries` queries and
     `tokens` prefix tokens in all, never mixing episodes with and without a prefix (a row with
     nothing to attend to has no softmax)."""
-    blocks, current, queries, width = [], [], 0, 0
+    blocks, current, count, width = [], [], 0, 0
     for i, (prefix, suffixes) in enumerate(episodes):
         wider = max(width, len(prefix))
-        if current and (queries >= rows or (len(current) + 1) * wider > tokens
+        if current and (count >= queries or (len(current) + 1) * wider > tokens
                         or bool(prefix) != bool(episodes[current[0]][0])):
             blocks.append(current)
-            current, queries, wider = [], 0, len(prefix)
+            current, count, wider = [], 0, len(prefix)
         current.append(i)
-        queries, width = queries + len(suffixes), wider
+        count, width = count + len(suffixes), wider
     return blocks + [current] if current else blocks
 
 
@@ -212,7 +213,7 @@ class _CacheScorer:
         self.keep = "logits_to_keep" in inspect.signature(lm.forward).parameters
         self.kw = _cache_kw(lm)
 
-    def rows_per_batch(self, episodes, batch_size: int | None, budget: Budget) -> int:
+    def queries_per_block(self, episodes, batch_size: int | None, budget: Budget) -> int:
         """Queries per block: `batch_size`, or as many as the budget's new tokens hold."""
         if batch_size:
             return int(batch_size)

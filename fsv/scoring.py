@@ -24,10 +24,11 @@ scorer computes their keys and values once and every query pays only for its own
    learning, as full sequences: peft puts its virtual tokens before every forward, so the
    previous path read a prompt-tuned model's later choice tokens after a second soft prompt).
 
-Measured (`benchmarks/scorer.py`, one process, 1 thread, identical requests, same
-log-likelihoods): world-l with 4 choices, 6.3x lm-evaluation-harness's `HFLM.loglikelihood` at
-k = 16 (it runs one forward per context, all k demonstrations again for every query), 5x at
-k = 4 and 8, 3.3x at k = 0; 7.4x on a text task with multi-token label words.
+Measured (`benchmarks/scorer.py`, one process, 1 thread, identical requests, the same
+log-likelihoods, a 2-core machine under heavy load): world-l with 4 choices, 10x
+lm-evaluation-harness's in-process `HFLM.loglikelihood` at k = 16 (it runs one forward per
+context, all k demonstrations again for every query), 9x at k = 4, 7x at k = 8, 2.4x at k = 0;
+12x on a text task with multi-token label words; 5-10x the previous path at k >= 4.
 
 Batches are sized in tokens (`Budget`: new tokens a forward runs, keys its rows read), smaller on
 CPU: on 2 cores a batch of 256 full prompts cost ~26 % more than one of 16 (cache misses), while a

@@ -2,8 +2,9 @@
 
 An episode is (task, k demonstrations drawn with the cell's seed from the task's training symbols);
 every test symbol of the task is a query of that episode, so the demonstrations' prefix is shared
-by the queries that use it and the query is never its own demonstration (test and training symbols
-are disjoint). The demonstrations drawn are returned so they can be recorded.
+by the queries that use it (the scorer computes it once per episode, `fsv.scoring`) and the query
+is never its own demonstration (test and training symbols are disjoint). The demonstrations drawn
+are returned so they can be recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ class EvalResult:
     n_eval: int
     chance: float
     demos: list = field(default_factory=list)  # per episode: [task name, [symbol, ...]]
+    label_logprob: float = float("nan")  # mean log-likelihood of the correct label (summed over its tokens)
+
+
+def label_logprob(loglik: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of the correct label's log-likelihood: a continuous measure beside accuracy."""
+    return float(loglik[np.arange(len(truth)), truth].mean()) if len(truth) else float("nan")
 
 
 def world_prompts(world: World, tasks: list[Task], k: int, variant: str, seed: int, episodes: int):
@@ -45,4 +52,5 @@ def evaluate_world(model, world: World, tasks: list[Task], k: int = 0, variant: 
     choices = [[i] for i in world.label_ids]
     loglik, _ = score_choices(model, prompts, choices, pad_id=world.ids["<pad>"])
     correct = loglik.argmax(axis=1) == truth
-    return EvalResult(float(correct.mean()), int(len(truth)), 1.0 / world.config.n_values, demos)
+    return EvalResult(float(correct.mean()), int(len(truth)), 1.0 / world.config.n_values, demos,
+                      label_logprob(loglik, truth))

@@ -7,10 +7,12 @@ and the loader drops train rows whose text also appears in the test split (and t
 
 A prompt is the task's description (variant none / model / human), the k demonstrations and the
 query, tokenized by the model's own tokenizer. Each label word is tokenized as a continuation
-(its leading space kept, no special tokens) and scored with `fsv.scoring.score_choices`: the
-summed log-probability of its tokens picks the prediction (`accuracy`); the same divided by its
-token count gives `accuracy_norm`. Nothing is truncated: a prompt that, with its longest label
-word, does not fit the model's context window raises `PromptTooLongError`, naming k and the length.
+(its leading space kept, no special tokens) and scored with `fsv.scoring.score_choices` (an
+episode's shared prefix computed once): the summed log-probability of its tokens picks the
+prediction (`accuracy`); the same divided by its token count gives `accuracy_norm`; the correct
+label's, averaged over queries, is `label_logprob`. Nothing is truncated: a prompt that, with its
+longest label word, does not fit the model's context window raises `PromptTooLongError`, naming k
+and the length.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import field as dc_field
 import numpy as np
 
 from fsv.errors import ConfigError, FsvError
-from fsv.evaluate import EvalResult
+from fsv.evaluate import EvalResult, label_logprob
 from fsv.scoring import score_choices
 from fsv.tasks import Example, TextSplits, TextTask, get_task
 
@@ -119,11 +121,12 @@ def _pad_id(tokenizer) -> int:
 
 
 def evaluate_text(model, tokenizer, task: TextTask | str, splits: TextSplits, k: int = 0, variant: str = "none",
-                  seed: int = 0, episodes: int = 4, max_eval: int | None = None, batch_size: int = 8,
+                  seed: int = 0, episodes: int = 4, max_eval: int | None = None, batch_size: int | None = None,
                   context: int | None = None, scorer=score_choices) -> TextEvalResult:
     """Accuracy of `model` on the task's test examples with k demonstrations in context.
-    `context` overrides the window read from the model's config; `scorer` is `score_choices`'s
-    signature (tests pass the naive reference)."""
+    `context` overrides the window read from the model's config; `batch_size` caps the queries a
+    forward scores (default: sized for the device); `scorer` is `score_choices`'s signature (tests
+    pass the naive reference)."""
     task = get_task(task) if isinstance(task, str) else task
     texts, truth, demos = build_prompts(task, splits, k, variant, seed, episodes, max_eval)
     prompts = tokenize_prompts(tokenizer, texts)
@@ -142,6 +145,7 @@ def evaluate_text(model, tokenizer, task: TextTask | str, splits: TextSplits, k:
         n_eval=int(len(truth)),
         chance=task.chance,
         demos=demos,
+        label_logprob=label_logprob(loglik, truth),
         accuracy_norm=float((loglik_norm.argmax(axis=1) == truth).mean()),
         max_tokens=len(prompts[longest]) + longest_label,
         loglik=loglik,

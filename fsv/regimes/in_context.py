@@ -22,6 +22,6 @@ def evaluate_in_context(cell: dict, ctx, k: int, episodes: int) -> dict:
         res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=k, variant=cell["description"],
                             seed=cell["seed"], episodes=episodes, max_eval=cell.get("max_eval"))
         extra = {"accuracy_norm": res.accuracy_norm}
-    return {"accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance,
+    return {"accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance, "label_logprob": res.label_logprob,
             "model_params": param_count(model), "demo_indices": json.dumps(res.demos),
             "device": str(next(model.parameters()).device), **extra}

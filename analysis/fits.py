@@ -34,19 +34,24 @@ class LineFit:
     n_points: np.ndarray
 
 
-def fit_line(x: np.ndarray, y: np.ndarray) -> LineFit:
-    """Ordinary least squares y = intercept + slope * x for each row of y (NaN points skipped)."""
+def fit_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> LineFit:
+    """(Weighted) least squares y = intercept + slope * x for each row of y (NaN points skipped).
+
+    `weights` (broadcast to y) are resampling counts: a point drawn twice counts twice."""
     y = np.atleast_2d(np.asarray(y, dtype=float))
     x = np.broadcast_to(np.asarray(x, dtype=float), y.shape)
-    used = np.isfinite(y) & np.isfinite(x)
+    w = np.ones(y.shape) if weights is None else np.broadcast_to(np.asarray(weights, dtype=float), y.shape)
+    used = np.isfinite(y) & np.isfinite(x) & (w > 0)
+    w = np.where(used, w, 0.0)
     count = used.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        x_mean = np.where(used, x, 0).sum(axis=1) / count
-        y_mean = np.where(used, y, 0).sum(axis=1) / count
+        total = w.sum(axis=1)
+        x_mean = (w * np.where(used, x, 0)).sum(axis=1) / total
+        y_mean = (w * np.where(used, y, 0)).sum(axis=1) / total
         dx = np.where(used, x - x_mean[:, None], 0)
         dy = np.where(used, y - y_mean[:, None], 0)
-        sxx, sxy, syy = (dx * dx).sum(axis=1), (dx * dy).sum(axis=1), (dy * dy).sum(axis=1)
-        slope = np.where((count >= 2) & (sxx > 0), sxy / sxx, np.nan)
+        sxx, sxy, syy = (w * dx * dx).sum(axis=1), (w * dx * dy).sum(axis=1), (w * dy * dy).sum(axis=1)
+        slope = np.where((count >= 2) & (sxx > 1e-12), sxy / sxx, np.nan)
         intercept = y_mean - slope * x_mean
         r2 = np.where(syy > 0, 1.0 - (syy - slope * sxy) / syy, np.nan)
     return LineFit(slope, intercept, np.where(count >= 3, r2, np.nan), count)

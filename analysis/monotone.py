@@ -22,8 +22,9 @@ import numpy as np
 EXACT, RIGHT, LEFT = "exact", "right", "left"
 
 
-def isotonic(samples: np.ndarray) -> np.ndarray:
-    """Row-wise non-decreasing least-squares fit; unmeasured (NaN) levels take their neighbours' value."""
+def isotonic(samples: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise non-decreasing least-squares fit; an unmeasured (NaN) level is interpolated linearly in x
+    (default: the level's position) between its measured neighbours, so it moves no crossing."""
     y = np.atleast_2d(np.asarray(samples, dtype=float))
     used = np.isfinite(y)
     count = np.concatenate([np.zeros((len(y), 1)), np.cumsum(used, axis=1)], axis=1)
@@ -38,14 +39,17 @@ def isotonic(samples: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: a row with nothing measured
         for i in range(levels):
             fitted[:, i] = np.nanmax(np.nanmin(means[:, : i + 1, i:], axis=2), axis=1)
+    x = np.arange(levels, dtype=float) if x is None else np.asarray(x, dtype=float)
+    for row in np.flatnonzero(~used.all(axis=1) & used.any(axis=1)):
+        fitted[row] = np.interp(x, x[used[row]], fitted[row, used[row]])
     return fitted
 
 
 def crossing(levels: np.ndarray, samples: np.ndarray, target) -> np.ndarray:
     """(B,) level where each row's isotonic fit first reaches `target` (scalar or (B,)); inf / 0 censored."""
-    fitted = isotonic(samples)
-    target = np.broadcast_to(np.asarray(target, dtype=float), (len(fitted),))
     x = np.log2(np.asarray(levels, dtype=float))
+    fitted = isotonic(samples, x)
+    target = np.broadcast_to(np.asarray(target, dtype=float), (len(fitted),))
     reached = fitted >= target[:, None]
     first = np.argmax(reached, axis=1)
     rows = np.arange(len(fitted))

@@ -320,10 +320,11 @@ def trained_to_best(measures, settings):
             axis.plot(by_lr.index, by_lr.to_numpy(), "o-", color=colour,
                       label=style.model_label(model, measures.params.get(model, np.nan)))
             chosen = mine[mine["chosen"]].groupby("lr")["val_accuracy"].mean()
-            axis.plot(chosen.index, chosen.to_numpy(), "o", markersize=9, markerfacecolor="none", color=colour)
+            axis.plot(chosen.index, chosen.to_numpy(), "o", markersize=9, markerfacecolor="none", color=colour,
+                      label="the lr the scored runs used")
         axis.set_xscale("log")
         axis.set_xlabel("learning rate (log scale)")
-        axis.set_ylabel("validation accuracy (best training length)")
+        axis.set_ylabel("validation accuracy (best length)")
         axis.tick_params(axis="y", labelleft=True)
         axis.set_title(f"{regime}: trained to its best (n = {rows['n'].max():g})")
     _legend_below(figure, axes)
@@ -336,6 +337,7 @@ def description_worth(measures, settings):
         raise Skip("no zero-shot records with a description other than acc(k)'s, or no few-shot curve")
     figure, (axis,) = style.panels(1)
     instances = [m for m in measures.models if (table["model"] == m).any()]
+    figure.set_size_inches(max(style.PANEL_SIZE[0], 0.5 * len(instances)), style.PANEL_SIZE[1])
     positions = {m: i for i, m in enumerate(instances)}
     variants = list(dict.fromkeys(table["description"]))
     for offset, variant in zip(np.linspace(-0.12, 0.12, len(variants)), variants):

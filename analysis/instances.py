@@ -48,6 +48,11 @@ def instance_key(rows: pd.DataFrame) -> pd.Series:
 
 
 def with_instances(records: pd.DataFrame) -> pd.DataFrame:
+    """Every column of fsv.records.SCHEMA (null where a frame lacks one), and each row's instance."""
+    from fsv.records import COLUMNS
+
+    missing = [c for c in COLUMNS if c not in records.columns]
+    records = records.assign(**{c: pd.Series(None, index=records.index, dtype=object) for c in missing})
     return records.assign(instance=instance_key(records))
 
 

@@ -60,36 +60,46 @@ class StudyMeasures:
 
 
 def measure_study(records: pd.DataFrame, settings: AnalysisSettings, seed: int) -> StudyMeasures:
+    result, context = measure_claim(records, settings, seed)
+    records, training, resampler, selection = context
+    for series, by_model in result.finetune.items():
+        result.exchange[series] = {
+            m: exchange_rate(result.icl[m], ft, settings) for m, ft in by_model.items() if m in result.icl
+        }
+    result.descriptions = description_accuracies(records, training, result.models, result.params, resampler,
+                                                 settings)
+    result.worth = description_worth_table(records, result, resampler, settings)
+    result.exchange_summary = exchange_summary(result, resampler, settings)
+    result.variance = variance_split(records, training, result.icl_description, result.model_of)
+    result.claims = literature_claims(result, records, resampler, settings)
+    result.selection = selection_table(selection, training)
+    result.notes += _fit_notes(result)
+    return result
+
+
+def measure_claim(records: pd.DataFrame, settings: AnalysisSettings, seed: int):
+    """The per-instance measures and the law of every series (what benchmarks/coverage.py times):
+    (StudyMeasures without the study-level summaries, (records, training rows, resampler, selection))."""
     records = with_instances(records)
     selection = selection_rows(records)
     records = measured(records)
     models, params, model_of = instance_order(records)
-    rows = pd.concat([task_rows(icl_rows(records, icl_description(records, settings))),
-                      task_rows(records[~records["regime"].isin(("few_shot",))])], ignore_index=True)
+    description = icl_description(records, settings)
+    rows = pd.concat([task_rows(icl_rows(records, description)),
+                      task_rows(records[records["regime"] != "few_shot"])], ignore_index=True)
     by_instance = rows.assign(_r=replicate_key(rows)).groupby("instance")["_r"].apply(list).to_dict()
     resampler = Resampler(by_instance, settings.bootstrap_resamples, seed, settings.resampling, model_of)
-    description = icl_description(records, settings)
     result = StudyMeasures(models, params, model_of, description, notes=_set_aside_notes(records, description))
     result.icl = _by_model(task_rows(icl_rows(records, description)), models, "k", icl_measures, resampler, settings)
     training = training_rows(records)
     for series in series_order(training["series"]):
         series_rows = training[training["series"] == series]
         result.finetune[series] = _finetune_series(series_rows, models, resampler, settings)
+    strength = {m: r.strength for m, r in result.icl.items()}
     for series, by_model in result.finetune.items():
-        result.exchange[series] = {
-            m: exchange_rate(result.icl[m], ft, settings) for m, ft in by_model.items() if m in result.icl
-        }
-        strength = {m: r.strength for m, r in result.icl.items()}
         result.law[series] = fit_law(series, strength, by_model, resampler.instance_weights, settings)
-    result.descriptions = description_accuracies(records, training, models, params, resampler, settings)
-    result.worth = description_worth_table(records, result, resampler, settings)
-    result.exchange_summary = exchange_summary(result, resampler, settings)
-    result.variance = variance_split(records, training, description, model_of)
-    result.claims = literature_claims(result, records, resampler, settings)
-    result.selection = selection_table(selection, training)
     result.agreement = regimes_agree(result.law)
-    result.notes += _fit_notes(result)
-    return result
+    return result, (records, training, resampler, selection)
 
 
 def _finetune_series(rows, models, resampler, settings) -> dict[str, FinetuneResult]:

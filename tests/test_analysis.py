@@ -490,3 +490,20 @@ def test_fsv_analyze_exits_2_on_a_refused_study(tiny_study):
     assert result.exit_code == 2 and "column 'accuracy' is null" in result.output
     missing = CliRunner().invoke(fsv_main, ["analyze", str(tiny_study / "nowhere")])
     assert missing.exit_code == 2 and "no study folder" in missing.output
+
+
+def test_records_written_before_the_instance_and_search_columns_still_analyse(tiny_study):
+    import pyarrow.parquet as pq
+
+    newer = ["checkpoint", "instance", "phase", "method", "hparams", "selected_on", "selection", "val_curve",
+             "n_distinct", "label_logprob", "train_loss_chance", "reward_margin", "task_accuracy"]
+    for path in (tiny_study / "records").glob("*.parquet"):
+        table = pq.read_table(path)
+        if table.column("phase")[0].as_py() == "select":
+            path.unlink()  # an old study has no search trials
+            continue
+        pq.write_table(table.drop_columns(newer), path)
+    frame = read_records(tiny_study).drop(columns=newer)
+    assert measure_study(frame, NO_FIGURES, seed=0).law["sft"].verdict  # a frame lacking columns, in memory
+    out = analyze(tiny_study, allow_partial=True, settings=NO_FIGURES)
+    assert strict_json(out / "fits.json")["law"]["sft"]["verdict"]

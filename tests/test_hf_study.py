@@ -2,6 +2,8 @@
 (GPT-NeoX as Pythia, Qwen2 as Qwen2.5) saved locally, tasks read from local files (save_to_disk and
 CSV, one with multi-token label words), zero-/few-shot, sft and prompt tuning under DeepSpeed."""
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -36,3 +38,9 @@ def test_hf_study_runs_every_text_regime_through_ray(tmp_path, ray_cluster, fsv_
     assert chance["sst2"] == pytest.approx(1 / 2) and chance["ag_news"] == pytest.approx(1 / 4)
     trained = frame[frame.regime.isin(["sft", "prompt_tuning"])]
     assert trained.train_tokens.gt(0).all() and trained.final_train_loss.notna().all()
+    # the analysis reads an HF study's records (null pretrain_seed, world and Bayes) without crashing
+    from analysis import AnalysisSettings, analyze
+
+    out = analyze(tmp_path / "results" / "hf", settings=AnalysisSettings(bootstrap_resamples=20, figures=False))
+    fits = json.loads((out / "fits.json").read_text())
+    assert set(fits["law"]) == {"sft", "prompt_tuning"} and all(law["verdict"] for law in fits["law"].values())

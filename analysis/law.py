@@ -81,7 +81,10 @@ def fit_law(series: str, strength: dict, finetune: dict, weights, settings: Anal
     ranked, excluded = _driving_instances(strength, finetune)
     reached = [i for i in ranked if finetune[i].censored == "exact"]
     for instance in sorted(set(ranked) - set(reached)):
-        excluded[instance] = f"N* {finetune[instance].sample_need.reason or 'censored'}: in the rank test only"
+        low, high = finetune[instance].n_range
+        bound = f"N* > {high:g} (right-censored)" if finetune[instance].censored == "right" else (
+            f"N* <= {low:g} (left-censored)")
+        excluded[instance] = f"{bound}: in the rank test, not the power-law fit"
     result = LawResult(series, reached, excluded, ranked=ranked)
     if ranked:
         _rank_test(result, strength, finetune, weights(ranked), settings)

@@ -80,7 +80,8 @@ def _brown(measures, resampler, settings):
         levels = icl.acc.curve.levels
         if 0 in levels and levels.max() >= 1:
             zero, top = np.flatnonzero(levels == 0)[0], len(levels) - 1
-            values[instance] = (icl.acc.mean[top] - icl.acc.mean[zero], icl.acc.samples[:, top] - icl.acc.samples[:, zero])
+            mean, samples = icl.acc.mean, icl.acc.samples
+            values[instance] = (mean[top] - mean[zero], samples[:, top] - samples[:, zero])
     trend = _size_trend(measures, values, resampler, settings)
     if trend is None:
         return _untestable(claim, source, measure, f"zero- and few-shot records on fewer than {MIN_SIZES} sizes")
@@ -154,7 +155,8 @@ def _zhao(measures, records, resampler, settings):
     few = task_rows(records[(records["regime"] == "few_shot") & (records["k"] >= 1)])
     scaled, df = _scaled_variance(few)
     if df == 0:
-        return _untestable(claim, source, measure, "no instance has few-shot records from 2 or more demonstration draws")
+        return _untestable(claim, source, measure,
+                           "no instance has few-shot records from 2 or more demonstration draws")
     ratio = scaled / df
     tail = (1 - settings.confidence) / 2
     low, high = ratio * df / stats.chi2.ppf(1 - tail, df), ratio * df / stats.chi2.ppf(tail, df)
@@ -177,4 +179,5 @@ def _scaled_variance(rows: pd.DataFrame) -> tuple[float, int]:
     summary = draws.groupby(level=["instance", "k"]).agg(
         var=("accuracy", "var"), binomial=("binomial", "mean"), draws=("accuracy", "size"))
     summary = summary[(summary["draws"] >= 2) & (summary["binomial"] > 0)]
-    return float(((summary["draws"] - 1) * summary["var"] / summary["binomial"]).sum()), int((summary["draws"] - 1).sum())
+    df = summary["draws"] - 1
+    return float((df * summary["var"] / summary["binomial"]).sum()), int(df.sum())

@@ -198,9 +198,14 @@ def _need_point(axis, measures, result, model, colour, driving: bool) -> None:
     axis.errorbar(s.value, y, xerr=xerr, yerr=yerr, fmt="o", color=colour, markerfacecolor=face, capsize=2,
                   elinewidth=0.9, label=style.model_label(model, measures.params[model]))
     if censored in ("right", "left"):
-        factor = 1.8 if censored == "right" else 1 / 1.8
-        axis.annotate("", xy=(s.value, y * factor), xytext=(s.value, y),
-                      arrowprops=dict(arrowstyle="->", color=colour, linewidth=1.1))
+        _censor_arrow(axis, s.value, y, censored, colour)
+
+
+def _censor_arrow(axis, x, y, censored: str, colour) -> None:
+    """An arrow from a censored bound toward where the value lies (up: above it; down: below it)."""
+    end = y * (1.8 if censored == "right" else 1 / 1.8)
+    axis.annotate("", xy=(x, end), xytext=(x, y), arrowprops=dict(arrowstyle="->", color=colour, linewidth=1.1))
+    axis.plot([x], [end], alpha=0)  # the arrow's tip inside the axis limits
 
 
 def _tau_text(axis, law, settings) -> None:
@@ -365,8 +370,7 @@ def _worth_point(axis, x, row, colour) -> None:
     elif row.censored in ("right", "left"):
         y = row.k_max if row.censored == "right" else row.k_min
         axis.plot(x, y, "o", color=colour, markerfacecolor="white")
-        factor = 1.8 if row.censored == "right" else 1 / 1.8
-        axis.annotate("", xy=(x, y * factor), xytext=(x, y), arrowprops=dict(arrowstyle="->", color=colour))
+        _censor_arrow(axis, x, y, row.censored, colour)
 
 
 def variance_split(measures, settings):

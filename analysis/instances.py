@@ -108,6 +108,14 @@ def check_columns(records: pd.DataFrame, folder) -> None:
         bad = [cell for cell, text in zip(ok["cell_id"], ok[column]) if isinstance(text, str) and not _parses(text)]
         if bad:
             raise _refusal(column, bad, folder, "does not parse as JSON")
+    bad = [cell for cell, text in zip(ok["cell_id"], ok["task_accuracy"])
+           if isinstance(text, str) and not _task_map(json.loads(text))]
+    if bad:
+        raise _refusal("task_accuracy", bad, folder, "is not a JSON object {task: accuracy}")
+
+
+def _task_map(value) -> bool:
+    return isinstance(value, dict) and all(v is None or isinstance(v, (int, float)) for v in value.values())
 
 
 def _parses(text: str) -> bool:

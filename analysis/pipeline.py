@@ -1,7 +1,10 @@
 """From trusted records to every measure of the study, and from there to the files on disk.
 
 `measure_study(records, settings, seed)` takes the ok records of one study (schema
-`fsv.records.SCHEMA`) and returns a `StudyMeasures`; `analyze(study_dir, ...)` loads and checks the
+`fsv.records.SCHEMA`; columns a frame lacks count as null) and returns a `StudyMeasures`: first
+`measure_claim` (per model instance: acc(k) and ICL strength, acc(n) and N* per training series,
+then the law of each series), then the study-level summaries (exchange rate, description worth,
+variance split, the literature's claims, the hyperparameter search); `analyze(study_dir, ...)` loads and checks the
 records (analysis.load), measures, and writes fits.json, tables/*.csv, figures/*.pdf|png and
 report.md under OUT (default `study_dir/analysis`).
 """

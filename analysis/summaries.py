@@ -159,6 +159,7 @@ def regimes_agree(laws: dict) -> str:
         by_verdict.setdefault(law.verdict, []).append(series)
     if len(by_verdict) == 1:
         verdict, names = next(iter(by_verdict.items()))
-        return f"The regimes agree: {'every one' if len(names) > 1 else 'the one'} measured ({', '.join(names)}) is {verdict}."
+        which = "every one" if len(names) > 1 else "the one"
+        return f"The regimes agree: {which} measured ({', '.join(names)}) is {verdict}."
     parts = "; ".join(f"{verdict}: {', '.join(names)}" for verdict, names in by_verdict.items())
     return f"The regimes do not agree - {parts}."

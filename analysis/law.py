@@ -12,9 +12,13 @@ The test (primary, decides the verdict): Kendall's tau between S and N* over the
 censoring handled as in Oakes (1982): N* is an interval (exact: a point; right-censored: above the
 largest n measured; left-censored: at most the smallest), and a pair counts only when the order of
 its two N* is known (the intervals do not overlap). tau = (concordant - discordant) / comparable
-pairs, in every resample with the instances' resampling counts as pair weights. Verdict:
-"supported" when the whole interval of tau lies below 0 (stronger ICL, fewer examples),
-"contradicted" when wholly above 0, "inconclusive" otherwise or when fewer than
+pairs, in every resample with the instances' resampling counts as pair weights. The bootstrap
+holds the instances fixed, so a handful of them, perfectly ordered, would always look certain; the
+verdict also needs the point tau to pass a one-sided permutation test at (1 - confidence) / 2 (every
+ordering of S for up to 7 instances): three instances can never pass it, five only when perfectly
+ordered. Verdict: "supported" when the whole interval of tau lies below 0 (stronger ICL, fewer
+examples) and the permutation test agrees, "contradicted" likewise above 0, "inconclusive" otherwise,
+each with its reason, also when fewer than
 settings.min_models_for_law instances drive it, no pair is comparable, or fewer than
 settings.min_valid_resample_fraction of resamples give a tau - each with the reason said.
 A planted rising law whose strongest models never reach the target is contradicted: their
@@ -28,6 +32,7 @@ it, not used for anything: the across-instance OLS interval from the scatter abo
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +65,7 @@ class LawResult:
     tau_valid_fraction: float = np.nan
     pairs: int = 0  # comparable pairs at the point
     n_censored: int = 0  # driving instances whose N* is censored (either side)
+    tau_p_value: float = np.nan  # one-sided permutation p of the point tau (its sign's side)
     tau_logprob: float = np.nan  # the same test on N* of the label's log-likelihood
     tau_logprob_ci_low: float = np.nan
     tau_logprob_ci_high: float = np.nan
@@ -132,6 +138,26 @@ def censored_tau(s, lower, upper, weights) -> tuple[np.ndarray, np.ndarray]:
         return np.where(comparable > 0, signed.sum(axis=1) / comparable, np.nan), comparable
 
 
+def permutation_p(s: np.ndarray, lower: np.ndarray, upper: np.ndarray, tau: float, draws: int = 4000) -> float:
+    """One-sided p of tau under no association: the share of orderings of S whose tau is as extreme.
+
+    Every ordering for up to 7 instances, else `draws` seeded random ones; censoring is kept (the N*
+    bounds stay with their instance). This is what a handful of instances can show at best: with 3
+    perfectly ordered instances p = 1/6, with 5 it is 1/120."""
+    if not np.isfinite(tau):
+        return np.nan
+    if len(s) <= 7:
+        orders = np.array(list(itertools.permutations(range(len(s)))))
+    else:
+        rng = np.random.default_rng(len(s))
+        orders = np.array([rng.permutation(len(s)) for _ in range(draws)])
+    shuffled = s[orders]
+    repeat = lambda values: np.broadcast_to(values, shuffled.shape)  # noqa: E731
+    null, _ = censored_tau(shuffled, repeat(lower), repeat(upper), np.ones(shuffled.shape))
+    null = np.nan_to_num(null)
+    return float(np.mean(null <= tau + 1e-12) if tau <= 0 else np.mean(null >= tau - 1e-12))
+
+
 def _need_bounds(results: list, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     low = np.array([r.n_range[0] for r in results])
     high = np.array([r.n_range[1] for r in results])
@@ -144,6 +170,7 @@ def _rank_test(result: LawResult, strength, finetune, weights, settings: Analysi
     n_point = np.array([[r.need_point for r in chosen]])
     tau, pairs = censored_tau(s_point, *_need_bounds(chosen, n_point), np.ones_like(s_point))
     result.tau, result.pairs = float(tau[0]), int(pairs[0])
+    result.tau_p_value = permutation_p(s_point[0], *(b[0] for b in _need_bounds(chosen, n_point)), result.tau)
     result.n_censored = sum(r.censored in ("right", "left") for r in chosen)
     s = np.stack([strength[i].samples for i in result.ranked], axis=1)
     n = np.stack([r.sample_need.samples for r in chosen], axis=1)
@@ -231,6 +258,12 @@ def verdict(result: LawResult, settings: AnalysisSettings) -> tuple[str, str]:
             f", but only {100 * result.tau_valid_fraction:.0f}% of resamples had a comparable pair, so the "
             "interval is not trustworthy: inconclusive.")
     described = _description(result, pct)
+    tail = (1 - settings.confidence) / 2
+    if (result.tau_ci_high < 0 or result.tau_ci_low > 0) and not result.tau_p_value <= tail:
+        return "inconclusive", head + tested + (
+            f": the measurement intervals exclude 0, but {len(result.ranked)} instances are too few for their order "
+            f"to be told from chance (permutation p = {result.tau_p_value:.3f} > {tail:g}), so the data cannot "
+            "tell yet." + described)
     if result.tau_ci_high < 0:
         return "supported", head + tested + (
             ": the data support the claim - instances with stronger in-context learning needed fewer examples."

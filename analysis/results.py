@@ -199,7 +199,8 @@ def law_entry(law: LawResult) -> dict:
         "bootstrap_valid_fraction": law.valid_fraction, "interval_df": law.df,
         "ci_models_low": law.ci_models_low, "ci_models_high": law.ci_models_high,
         "verdict": law.verdict, "sentence": law.sentence, "tau": law.tau, "tau_ci_low": law.tau_ci_low,
-        "tau_ci_high": law.tau_ci_high, "tau_valid_fraction": law.tau_valid_fraction, "n_censored": law.n_censored,
+        "tau_ci_high": law.tau_ci_high, "tau_p_value": law.tau_p_value,
+        "tau_valid_fraction": law.tau_valid_fraction, "n_censored": law.n_censored,
         "comparable_pairs": law.pairs, "instances_ranked": law.ranked, "tau_logprob": law.tau_logprob,
         "tau_logprob_ci_low": law.tau_logprob_ci_low, "tau_logprob_ci_high": law.tau_logprob_ci_high,
     }

@@ -198,7 +198,8 @@ def test_an_instance_whose_strength_interval_includes_zero_is_shown_but_does_not
     assert strength.ci_low <= 0 <= strength.ci_high
     law = measures.law["sft"]
     assert "not above 0" in law.excluded[instance("syn-xs")] and instance("syn-xs") not in law.ranked
-    assert len(law.ranked) == 4 and law.verdict == "supported"
+    assert len(law.ranked) == 4 and law.tau == -1.0 and law.tau_ci_high < 0
+    assert law.verdict == "inconclusive" and "too few for their order" in law.sentence  # 4 ordered: p = 1/24
 
 
 def test_too_few_instances_is_inconclusive_with_the_reason():

@@ -319,19 +319,22 @@ def trained_to_best(measures, settings):
     palette = colours(measures, list(dict.fromkeys(table["model"])) + measures.models)
     for axis, regime in zip(axes, regimes):
         rows = table[table["regime"] == regime]
+        largest = rows["n"].max()
         for model, mine in rows.groupby("model", sort=False):
-            by_lr = mine.groupby("lr")["val_accuracy"].mean().sort_index()
             colour = palette.get(model, "0.5")
-            axis.plot(by_lr.index, by_lr.to_numpy(), "o-", color=colour,
-                      label=style.model_label(model, measures.params.get(model, np.nan)))
-            chosen = mine[mine["chosen"]].groupby("lr")["val_accuracy"].mean()
+            for n, at_n in mine.groupby("n"):  # smaller n fainter and thinner
+                by_lr = at_n.groupby("lr")["val_accuracy"].mean().sort_index()
+                label = style.model_label(model, measures.params.get(model, np.nan)) if n == largest else None
+                axis.plot(by_lr.index, by_lr.to_numpy(), "o-", color=colour, label=label,
+                          alpha=1.0 if n == largest else 0.35, linewidth=1.5 if n == largest else 0.8)
+            chosen = mine[mine["chosen"] & (mine["n"] == largest)].groupby("lr")["val_accuracy"].mean()
             axis.plot(chosen.index, chosen.to_numpy(), "o", markersize=9, markerfacecolor="none", color=colour,
                       label="the lr the scored runs used")
         axis.set_xscale("log")
         axis.set_xlabel("learning rate (log scale)")
         axis.set_ylabel("validation accuracy (best length)")
         axis.tick_params(axis="y", labelleft=True)
-        axis.set_title(f"{regime}: trained to its best (n = {rows['n'].max():g})")
+        axis.set_title(f"{regime}: trained to its best (n = {rows['n'].max():g}; fainter: smaller n)")
     _legend_below(figure, axes)
     return figure
 

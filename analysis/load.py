@@ -8,7 +8,8 @@ present, `DIR/STUDY/cells.json` written by the driver at launch:
 Refused with `TrustError` (always): no records; records from more than one fsv version or study;
 two records of one cell. Refused unless `allow_partial`: cells listed in cells.json without a record
 (missing) and records whose status is not "ok" (failed). Noted: records whose cell is not in
-cells.json (left out of the analysis unless settings.include_unlisted_records), a cells.json from
+cells.json (left out of the analysis unless settings.include_unlisted_records; phase "select" search
+trials, which a study need not list, are kept: they are never scored), a cells.json from
 another fsv version, records that disagree with their cell, and an absent cells.json.
 """
 
@@ -134,7 +135,8 @@ def _assess(study_dir, records, cells, notes, allow_partial, settings) -> StudyR
         in_scope, unlisted, missing = records, [], records.iloc[0:0][["cell_id", "regime", "model"]]
     else:
         listed = set(cells["cell_id"])
-        is_listed = records["cell_id"].isin(listed)
+        search = records["phase"].astype(object) == "select"  # search trials: never scored, kept for a figure
+        is_listed = records["cell_id"].isin(listed) | search
         unlisted = sorted(records.loc[~is_listed, "cell_id"])
         in_scope = records if settings.include_unlisted_records else records[is_listed]
         missing = cells[~cells["cell_id"].isin(set(records["cell_id"]))]

@@ -113,14 +113,14 @@ def variance_split(records, training, description, model_of) -> pd.DataFrame:
 
 
 def selection_table(selection: pd.DataFrame, training: pd.DataFrame) -> pd.DataFrame:
+    """One row per (select record, n in its val_curve): the best validation accuracy over lengths."""
     rows = []
     for record in selection.itertuples(index=False):
         lr = _lr(record.hparams)
-        accuracy = _best_validation(record.val_curve, record.n)
-        if lr is None or not np.isfinite(accuracy):
-            continue
-        rows.append({"regime": record.regime, "model": record.instance, "n": record.n, "seed": record.seed,
-                     "lr": lr, "val_accuracy": accuracy})
+        for n, accuracy in _validation_by_n(record.val_curve, record.n).items():
+            if lr is not None and np.isfinite(accuracy):
+                rows.append({"regime": record.regime, "model": record.instance, "n": n, "seed": record.seed,
+                             "lr": lr, "val_accuracy": accuracy})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -131,23 +131,31 @@ def selection_table(selection: pd.DataFrame, training: pd.DataFrame) -> pd.DataF
 
 
 def _lr(text) -> float | None:
-    if not isinstance(text, str):
-        return None
-    value = json.loads(text).get("lr") if isinstance(json.loads(text), dict) else None
-    return float(value) if isinstance(value, (int, float)) else None
+    value = json.loads(text) if isinstance(text, str) else None
+    lr = value.get("lr") if isinstance(value, dict) else None
+    return float(lr) if isinstance(lr, (int, float)) else None
 
 
-def _best_validation(text, n) -> float:
-    """Best validation accuracy over training lengths, at the record's n where the curve holds it."""
-    if not isinstance(text, str):
+def _validation_by_n(text, n) -> dict[float, float]:
+    """{n: best validation accuracy over training lengths}; a curve not keyed by n counts at the record's n."""
+    curve = json.loads(text) if isinstance(text, str) else None
+    if not isinstance(curve, dict):
+        return {}
+    out = {}
+    for key, by_steps in curve.items():
+        values = [float(a) for a in by_steps.values() if isinstance(a, (int, float))] if isinstance(by_steps, dict) \
+            else ([float(by_steps)] if isinstance(by_steps, (int, float)) else [])
+        level = _number(key) if isinstance(by_steps, dict) else (float(n) if pd.notna(n) else np.nan)
+        if values:
+            out[level] = max(values + ([out[level]] if level in out else []))
+    return out
+
+
+def _number(text) -> float:
+    try:
+        return float(text)
+    except ValueError:
         return np.nan
-    curve = json.loads(text)
-    if not isinstance(curve, dict) or not curve:
-        return np.nan
-    key = str(int(n)) if pd.notna(n) and str(int(n)) in curve else None
-    steps = [curve[key]] if key else list(curve.values())
-    values = [float(a) for by_steps in steps if isinstance(by_steps, dict) for a in by_steps.values() if a is not None]
-    return max(values) if values else np.nan
 
 
 def regimes_agree(laws: dict) -> str:

@@ -510,3 +510,14 @@ def test_records_written_before_the_instance_and_search_columns_still_analyse(ti
     assert measure_study(frame, NO_FIGURES, seed=0).law["sft"].verdict  # a frame lacking columns, in memory
     out = analyze(tiny_study, allow_partial=True, settings=NO_FIGURES)
     assert strict_json(out / "fits.json")["law"]["sft"]["verdict"]
+
+
+def test_search_trials_need_not_be_listed_and_feed_the_trained_to_best_table(tiny_study):
+    listing = json.loads((tiny_study / "cells.json").read_text())
+    search = {r["cell_id"] for r in read_records(tiny_study).to_dict(orient="records") if r["phase"] == "select"}
+    listing["cells"] = [c for c in listing["cells"] if c["cell_id"] not in search]
+    (tiny_study / "cells.json").write_text(json.dumps(listing))
+    study = load_study(tiny_study)
+    assert search and search <= set(study.records["cell_id"]) and not study.unlisted
+    selection = measure_study(study.records, NO_FIGURES, seed=0).selection
+    assert set(selection["lr"]) == {1e-4, 3e-4, 1e-3, 3e-3} and selection.loc[selection["chosen"], "lr"].eq(1e-3).all()

@@ -15,7 +15,7 @@ import pytest
 from analysis import AnalysisSettings, TrustError, analyze, load_study, measure_study
 from analysis.__main__ import main as cli_main
 from analysis.bootstrap import Curve, Resampler, interval_tail, resampled_means
-from analysis.fits import fit_line, fit_saturating, fit_saturating_batch
+from analysis.fits import fit_line, fit_saturating
 from analysis.law import censored_tau
 from analysis.laws import saturating_accuracy, saturating_log2_n_at
 from analysis.monotone import crossing, isotonic
@@ -78,20 +78,6 @@ def test_fit_saturating_recovers_planted_parameters_and_resists_an_outlier():
     squares = fit_saturating(log2_n, noisy, 0.25, AnalysisSettings(loss_scale=100.0)).params  # ~ plain least squares
     assert np.all(np.abs(robust - truth) <= np.abs(squares - truth) + 1e-9)
     np.testing.assert_allclose(robust, truth, rtol=0.15)
-
-
-def test_batched_fit_matches_scipy_least_squares():
-    log2_n = np.arange(1, 9, dtype=float)
-    rng = np.random.default_rng(1)
-    curves = saturating_accuracy(log2_n, 0.9, 4.0, 1.5, 0.25) + rng.normal(0, 0.03, (40, 8))
-    curves[:, 0] = np.where(rng.random(40) < 0.2, np.nan, curves[:, 0])  # some levels unmeasured
-    settings = AnalysisSettings()
-    start = fit_saturating(log2_n, curves.mean(axis=0), 0.25, settings).params
-    batch = fit_saturating_batch(log2_n, curves, 0.25, start, settings)
-    assert batch.converged.all()
-    for row in range(0, 40, 8):
-        single = fit_saturating(log2_n, curves[row], 0.25, settings)
-        np.testing.assert_allclose(batch.params[row], single.params, atol=2e-3)
 
 
 def test_bootknife_resampling_is_seeded_and_unbiased_for_a_mean():

@@ -391,7 +391,7 @@ def variance_split(measures, settings):
     axis.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
     axis.set_ylabel("standard deviation of accuracy")
     axis.set_title("Where the variance lives")
-    axis.legend(loc="best")
+    _legend_below(figure, [axis])
     return figure
 
 

@@ -1,4 +1,4 @@
-"""Fits of the laws in `analysis.laws` to measured points, one curve or a batch of resamples at once.
+"""Fits of the laws in `analysis.laws` to measured points: lines row by row, and the saturating acc(n) check.
 
 Inputs are plain arrays: an example axis in log2 (`log2_n`, shape (L,)) and accuracies (shape (L,)
 for one curve, (B, L) for B bootstrap resamples), NaN where a level was not measured.
@@ -7,9 +7,11 @@ for one curve, (B, L) for B bootstrap resamples), NaN where a level was not meas
 - `fit_saturating`: acc(n) of one curve with scipy.optimize.least_squares, bounded, robust loss, run
   from the `settings.fit_starts` best points of a 72-point grid of starts; the best converged run
   wins, and how many runs converged and agree with it is recorded.
-- `fit_saturating_batch`: the same model for B resamples at once by a vectorised, bounded
-  Levenberg-Marquardt with the same robust loss (iteratively reweighted), warm-started from the
-  point fit; resamples it cannot bring to convergence are refitted with `fit_saturating`.
+
+The saturating fit is a check on sample need, not its estimate (analysis.monotone): with 3 to 5 n
+levels its 3 parameters leave no or few residual degrees of freedom. A vectorised refit of every
+bootstrap resample (batched Levenberg-Marquardt) was used while N* came from this curve and was
+removed with that role.
 """
 
 from __future__ import annotations
@@ -34,19 +36,24 @@ class LineFit:
     n_points: np.ndarray
 
 
-def fit_line(x: np.ndarray, y: np.ndarray) -> LineFit:
-    """Ordinary least squares y = intercept + slope * x for each row of y (NaN points skipped)."""
+def fit_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> LineFit:
+    """(Weighted) least squares y = intercept + slope * x for each row of y (NaN points skipped).
+
+    `weights` (broadcast to y) are resampling counts: a point drawn twice counts twice."""
     y = np.atleast_2d(np.asarray(y, dtype=float))
     x = np.broadcast_to(np.asarray(x, dtype=float), y.shape)
-    used = np.isfinite(y) & np.isfinite(x)
+    w = np.ones(y.shape) if weights is None else np.broadcast_to(np.asarray(weights, dtype=float), y.shape)
+    used = np.isfinite(y) & np.isfinite(x) & (w > 0)
+    w = np.where(used, w, 0.0)
     count = used.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        x_mean = np.where(used, x, 0).sum(axis=1) / count
-        y_mean = np.where(used, y, 0).sum(axis=1) / count
+        total = w.sum(axis=1)
+        x_mean = (w * np.where(used, x, 0)).sum(axis=1) / total
+        y_mean = (w * np.where(used, y, 0)).sum(axis=1) / total
         dx = np.where(used, x - x_mean[:, None], 0)
         dy = np.where(used, y - y_mean[:, None], 0)
-        sxx, sxy, syy = (dx * dx).sum(axis=1), (dx * dy).sum(axis=1), (dy * dy).sum(axis=1)
-        slope = np.where((count >= 2) & (sxx > 0), sxy / sxx, np.nan)
+        sxx, sxy, syy = (w * dx * dx).sum(axis=1), (w * dx * dy).sum(axis=1), (w * dy * dy).sum(axis=1)
+        slope = np.where((count >= 2) & (sxx > 1e-12), sxy / sxx, np.nan)
         intercept = y_mean - slope * x_mean
         r2 = np.where(syy > 0, 1.0 - (syy - slope * sxy) / syy, np.nan)
     return LineFit(slope, intercept, np.where(count >= 3, r2, np.nan), count)
@@ -135,41 +142,6 @@ def _least_squares(x, y, chance, start, low, high, settings: AnalysisSettings):
     )
 
 
-@dataclass(frozen=True)
-class BatchFit:
-    params: np.ndarray  # (B, 3), NaN where the resample could not be fitted
-    converged: np.ndarray  # (B,) bool
-    fittable: np.ndarray  # (B,) bool: the resample measured >= 3 levels
-    refitted: int  # resamples that needed the scipy multi-start fallback
-
-    @property
-    def converged_fraction(self) -> float:
-        """Converged share of the fittable resamples (NaN when none is fittable)."""
-        return float(self.converged[self.fittable].mean()) if self.fittable.any() else float("nan")
-
-
-def fit_saturating_batch(
-    log2_n: np.ndarray, accuracy: np.ndarray, chance: float, start: np.ndarray,
-    settings: AnalysisSettings,
-) -> BatchFit:
-    """Fit acc(n) to each row of `accuracy` (B, L); rows with < 3 measured levels give NaN."""
-    x = np.asarray(log2_n, dtype=float)
-    y = np.asarray(accuracy, dtype=float)
-    # Few replicates give few distinct resamples (3 replicates: 10); fit each distinct curve once.
-    distinct, inverse = np.unique(np.where(np.isfinite(y), y, -1.0), axis=0, return_inverse=True)
-    distinct = np.where(distinct == -1.0, np.nan, distinct)
-    fittable = np.isfinite(distinct).sum(axis=1) >= len(PARAMETERS)
-    low, high = saturating_bounds(x, chance, settings)
-    params, converged = _batched_levenberg_marquardt(x, distinct, chance, start, low, high, settings)
-    params[~fittable], converged[~fittable] = np.nan, False
-    stuck = np.flatnonzero(fittable & ~converged)
-    for row in stuck:
-        fit = fit_saturating(x, distinct[row], chance, settings, extra_starts=[np.clip(start, low, high)])
-        params[row], converged[row] = fit.params, fit.converged
-    inverse = inverse.ravel()
-    return BatchFit(params[inverse], converged[inverse], fittable[inverse], int(np.isin(inverse, stuck).sum()))
-
-
 def _robust_weights(residual: np.ndarray, settings: AnalysisSettings):
     """rho(z) and rho'(z) of scipy's robust losses, z = (r / f_scale)^2."""
     z = (residual / settings.loss_scale) ** 2
@@ -187,41 +159,3 @@ def _batch_cost(x, y, used, params, chance, settings):
     rho, weight = _robust_weights(residual, settings)
     cost = 0.5 * settings.loss_scale**2 * np.where(used, rho, 0.0).sum(axis=1)
     return cost, residual, np.where(used, weight, 0.0)
-
-
-def _batched_levenberg_marquardt(x, y, chance, start, low, high, settings, max_iter=200):
-    used = np.isfinite(y)
-    params = np.clip(np.broadcast_to(np.asarray(start, dtype=float), (len(y), 3)).copy(), low, high)
-    damping = np.full(len(y), 1e-3)
-    done = np.zeros(len(y), dtype=bool)
-    cost, residual, weight = _batch_cost(x, y, used, params, chance, settings)
-    for _ in range(max_iter):
-        jac = saturating_jacobian(x[None, :], params[:, :1], params[:, 1:2], params[:, 2:3], chance)
-        jac = jac * used[..., None]
-        hessian = np.einsum("bli,bl,blj->bij", jac, weight, jac)
-        gradient = np.einsum("bli,bl->bi", jac, weight * residual)
-        free = ~(((params <= low) & (gradient > 0)) | ((params >= high) & (gradient < 0)))
-        stationary = np.max(np.abs(gradient * free), axis=1) <= 1e-10 * (1.0 + cost)
-        done |= stationary | (damping > 1e10)
-        if done.all():
-            break
-        step = _damped_step(hessian, gradient, free, damping)
-        trial = np.clip(params + step, low, high)
-        trial_cost, trial_residual, trial_weight = _batch_cost(x, y, used, trial, chance, settings)
-        better = (trial_cost < cost) & ~done
-        small = (cost - trial_cost <= 1e-12 * cost) & (np.abs(trial - params).max(axis=1) <= 1e-9)
-        params[better], residual[better], weight[better] = trial[better], trial_residual[better], trial_weight[better]
-        cost = np.where(better, trial_cost, cost)
-        done |= better & small
-        damping = np.where(better, damping / 3.0, damping * 4.0)
-    return params, done
-
-
-def _damped_step(hessian, gradient, free, damping):
-    """Levenberg-Marquardt step in the free parameters; those held at a bound do not move."""
-    pinned = ~free
-    mask = free[:, :, None] & free[:, None, :]
-    eye = np.eye(hessian.shape[-1])
-    diagonal = hessian.diagonal(axis1=1, axis2=2)
-    scaled = np.where(mask, hessian, 0.0) + eye * (damping[:, None] * diagonal + 1e-12 + pinned)[:, :, None]
-    return -np.linalg.solve(scaled, np.where(free, gradient, 0.0)[..., None])[..., 0]

@@ -8,7 +8,8 @@ present, `DIR/STUDY/cells.json` written by the driver at launch:
 Refused with `TrustError` (always): no records; records from more than one fsv version or study;
 two records of one cell. Refused unless `allow_partial`: cells listed in cells.json without a record
 (missing) and records whose status is not "ok" (failed). Noted: records whose cell is not in
-cells.json (left out of the analysis unless settings.include_unlisted_records), a cells.json from
+cells.json (left out of the analysis unless settings.include_unlisted_records; phase "select" search
+trials, which a study need not list, are kept: they are never scored), a cells.json from
 another fsv version, records that disagree with their cell, and an absent cells.json.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.instances import check_columns
 from analysis.settings import AnalysisSettings
 from fsv.errors import FsvError
 
@@ -74,15 +76,37 @@ def load_study(
     settings = settings or AnalysisSettings()
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
-        raise FileNotFoundError(f"no study folder at {study_dir}")
-    records = read_records(study_dir)
+        raise TrustError(f"no study folder at {study_dir}")
+    records = _read(study_dir, read_records)
     if records.empty:
         raise TrustError(f"no records under {study_dir / 'records'}: nothing to analyse")
+    check_columns(records, study_dir)
     _refuse_mixed(records, "fsv_version", "fsv versions", "re-run the study's cells with one fsv version")
     _refuse_mixed(records, "study", "studies", "keep one study per folder")
     _refuse_duplicates(records)
     cells, notes = read_cells(study_dir, records)
     return _assess(study_dir, records, cells, notes, allow_partial, settings)
+
+
+def _read(study_dir: Path, read_records) -> pd.DataFrame:
+    """All records; a file that does not fit fsv.records.SCHEMA is refused by name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fsv.records import SCHEMA
+
+    try:
+        return read_records(study_dir)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        for path in sorted((study_dir / "records").glob("*.parquet")):
+            try:
+                table = pq.read_table(path)
+                wanted = pa.schema([SCHEMA.field(name) for name in table.column_names if name in SCHEMA.names])
+                table.select(wanted.names).cast(wanted)
+            except (pa.ArrowException, OSError, ValueError) as bad:
+                raise TrustError(f"{path} cannot be read as an fsv record ({bad}); "
+                                 "write records with fsv.records.SCHEMA") from None
+        raise TrustError(f"the records under {study_dir / 'records'} cannot be read together ({error})") from None
 
 
 def read_cells(study_dir: Path, records: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]:
@@ -111,7 +135,8 @@ def _assess(study_dir, records, cells, notes, allow_partial, settings) -> StudyR
         in_scope, unlisted, missing = records, [], records.iloc[0:0][["cell_id", "regime", "model"]]
     else:
         listed = set(cells["cell_id"])
-        is_listed = records["cell_id"].isin(listed)
+        search = records["phase"].astype(object) == "select"  # search trials: never scored, kept for a figure
+        is_listed = records["cell_id"].isin(listed) | search
         unlisted = sorted(records.loc[~is_listed, "cell_id"])
         in_scope = records if settings.include_unlisted_records else records[is_listed]
         missing = cells[~cells["cell_id"].isin(set(records["cell_id"]))]

@@ -1,13 +1,16 @@
-"""The per-model measures of DESIGN.md "Measures", each a point estimate plus bootstrap resamples.
+"""The per-instance measures of DESIGN.md "Measures", each a point estimate plus bootstrap resamples.
 
-Inputs are `Curve`s (analysis.bootstrap: one model's replicate x level accuracies) and the model's
-bootstrap weights (B x replicates). Outputs are plain dataclasses holding the point value, the
+Inputs are `Curve`s (analysis.bootstrap: one model instance's (seed x task) x level values) and the
+instance's bootstrap weights. Outputs are plain dataclasses holding the point value, the
 equal-tailed interval and the B resampled values (kept for the law's bootstrap and the figures).
 
-Censoring: an n that the fitted curve reaches only above `extrapolation_factor` x the largest n
-measured is +inf in the resamples and null with a reason at the point; one reached below the
-smallest n / factor is 0 and null likewise. Intervals keep censored resamples, so an interval that
-reaches into the censored tail has an infinite (null) end.
+Sample need N* (and the exchange rate's matching n, and a description's worth k*) is where the
+measured curve, made monotone (analysis.monotone), first reaches its target, interpolated in log2 n.
+Censoring: not reached within the largest n is +inf (right-censored, N* > n_max), reached already at
+the smallest is 0 (left-censored); the point's value is then null with a reason, its `need_point`
+keeps the censoring for the law's rank test, and intervals keep censored resamples, so an interval
+reaching into the censored tail has an infinite (null) end. The saturating fit of analysis.fits is
+kept as a check (`need_by_fit`); the label's log-likelihood gives a second, continuous N*.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.bootstrap import Curve, percentile_interval, resampled_means
-from analysis.fits import CurveFit, fit_line, fit_saturating, fit_saturating_batch
+from analysis.fits import CurveFit, fit_line, fit_saturating
+from analysis.monotone import censoring, crossing
 from analysis.laws import accuracy_at_normalised, normalised_accuracy, saturating_log2_n_at
 from analysis.settings import AnalysisSettings
 
@@ -30,6 +34,7 @@ class Estimate:
     samples: np.ndarray = field(repr=False)
     reason: str | None = None
     df: float = np.nan  # degrees of freedom behind the interval (replicates - 1; inf: plain percentile)
+    raw: float = np.nan  # the point with its censoring (+inf / 0), where the value is a censored crossing
 
     @classmethod
     def from_samples(cls, value, samples, settings: AnalysisSettings, df: float, reason=None) -> "Estimate":
@@ -42,11 +47,11 @@ class Estimate:
 
 
 def interval_df(curve: Curve, settings: AnalysisSettings) -> float:
-    """Replicates - 1 for expanded intervals, inf for plain ones; 0 (no interval) with one replicate."""
-    replicates = len(curve.replicates)
-    if replicates < 2:
+    """Seeds - 1 (tasks - 1 with one seed) for expanded intervals, inf for plain ones; 0: no interval."""
+    units = curve.seeds if curve.seeds > 1 else curve.tasks
+    if units < 2:
         return 0.0
-    return float(replicates - 1) if settings.expand_intervals else np.inf
+    return float(units - 1) if settings.expand_intervals else np.inf
 
 
 @dataclass
@@ -122,44 +127,63 @@ def _efficiency_at(acc: LevelMeans, level: int, settings: AnalysisSettings) -> E
 @dataclass
 class FinetuneResult:
     acc: LevelMeans
-    fit: CurveFit | None
-    boot_params: np.ndarray = field(repr=False)  # (B, 3) upper, midpoint, slope
-    boot_converged: float  # fraction of the fittable resamples whose fit converged
-    boot_fittable: float  # fraction of resamples with >= 3 n levels measured
-    boot_refitted: int  # resamples that needed the multi-start fallback
+    fit: CurveFit | None  # the saturating fit of the mean curve: a check on N*, never the estimate
     target_accuracy: float
-    sample_need: Estimate
+    sample_need: Estimate  # monotone interpolation in log2 n; samples +inf right-, 0 left-censored
+    need_point: float  # the point N* with its censoring: +inf (> n_max), 0 (<= n_min), NaN (unusable)
+    need_by_fit: float  # N* of the saturating fit (+inf beyond the trusted range); NaN without a fit
     n_range: tuple[float, float]
+    logprob: LevelMeans | None = None  # the correct label's mean log-likelihood against n
+    logprob_need: Estimate | None = None  # n where it first reaches the same normalised target
+    logprob_point: float = np.nan
+
+    @property
+    def censored(self) -> str | None:
+        return censoring(self.need_point)
 
 
 def finetune_measures(curve: Curve, weights: np.ndarray, settings: AnalysisSettings) -> FinetuneResult:
     acc = level_means(curve, weights, settings)
-    if not np.isfinite(curve.chance):
-        return _unfitted(acc, "chance accuracy is not recorded, so the curve has no floor", weights, settings)
-    log2_n = np.log2(curve.levels)
     target, n_range = _target_and_range(curve, settings)
-    fit = fit_saturating(log2_n, acc.mean, curve.chance, settings)
-    if fit is None:
-        reason = f"{int(np.isfinite(acc.mean).sum())} n level(s) measured; the curve has 3 parameters"
-        return _unfitted(acc, reason, weights, settings)
-    batch = fit_saturating_batch(log2_n, acc.samples, curve.chance, fit.params, settings)
-    need_samples = n_reaching(target, batch.params, curve.chance, n_range, settings)
-    need_point = n_reaching(target, fit.params[None, :], curve.chance, n_range, settings)[0]
-    reason = _need_reason(need_point, fit, target, n_range, settings)
-    need = _censored_estimate(need_point, need_samples, settings, interval_df(curve, settings), reason)
-    return FinetuneResult(acc, fit, batch.params, batch.converged_fraction, float(batch.fittable.mean()),
-                          batch.refitted, target, need, n_range)
+    if not np.isfinite(curve.chance):
+        missing = Estimate.missing("chance accuracy is not recorded, so the target is undefined", len(weights))
+        return FinetuneResult(acc, None, target, missing, np.nan, np.nan, n_range)
+    need, point = censored_crossing(curve.levels, acc, target, np.full(len(weights), target), settings,
+                                    "the target accuracy")
+    fit = fit_saturating(np.log2(curve.levels), acc.mean, curve.chance, settings)
+    by_fit = n_reaching(target, fit.params[None, :], curve.chance, n_range, settings)[0] if fit else np.nan
+    return FinetuneResult(acc, fit, target, need, point, float(by_fit), n_range)
+
+
+def censored_crossing(levels, means: LevelMeans, target: float, target_samples, settings, what: str):
+    """(Estimate, point) of where a curve first reaches `target`, censoring kept (analysis.monotone)."""
+    point = float(crossing(levels, means.mean[None, :], target)[0])
+    samples = crossing(levels, means.samples, target_samples)
+    low, high = levels.min(), levels.max()
+    reason = {None: "no usable curve",
+              "right": f"{what} is not reached within the largest level ({high:g}): right-censored, > {high:g}",
+              "left": f"{what} is already reached at the smallest level ({low:g}): left-censored, <= {low:g}",
+              "exact": None}[censoring(point)]
+    return _censored_estimate(point, samples, settings, interval_df(means.curve, settings), reason), point
+
+
+def logprob_measures(result: FinetuneResult, curve: Curve, weights, settings: AnalysisSettings) -> None:
+    """Sample need on the label's mean log-likelihood: the same normalised target, log(chance) at 0."""
+    means = level_means(curve, weights, settings)
+    result.logprob = means
+    floor = np.log(curve.chance) if np.isfinite(curve.chance) and 0 < curve.chance < 1 else np.nan
+    target = (1 - settings.target_normalised_accuracy) * floor
+    if not np.isfinite(target):
+        result.logprob_need = Estimate.missing("chance is not recorded, so the log-likelihood has no floor",
+                                               len(weights))
+        return
+    result.logprob_need, result.logprob_point = censored_crossing(
+        curve.levels, means, target, np.full(len(weights), target), settings, "the log-likelihood target")
 
 
 def _target_and_range(curve: Curve, settings: AnalysisSettings) -> tuple[float, tuple[float, float]]:
     target = float(accuracy_at_normalised(settings.target_normalised_accuracy, curve.chance))
     return target, (float(curve.levels.min()), float(curve.levels.max()))
-
-
-def _unfitted(acc: LevelMeans, reason: str, weights, settings) -> FinetuneResult:
-    target, n_range = _target_and_range(acc.curve, settings)
-    empty = np.full((len(weights), 3), np.nan)
-    return FinetuneResult(acc, None, empty, np.nan, 0.0, 0, target, Estimate.missing(reason, len(weights)), n_range)
 
 
 def n_reaching(accuracy, params: np.ndarray, chance: float, n_range, settings: AnalysisSettings) -> np.ndarray:
@@ -175,20 +199,7 @@ def n_reaching(accuracy, params: np.ndarray, chance: float, n_range, settings: A
 def _censored_estimate(point: float, samples: np.ndarray, settings, df: float, reason) -> Estimate:
     low, high = percentile_interval(samples, settings.confidence, df)
     value = point if np.isfinite(point) and point > 0 else np.nan
-    return Estimate(float(value), float(low), float(high), samples, reason, df)
-
-
-def _need_reason(point, fit: CurveFit, target, n_range, settings) -> str | None:
-    factor = settings.extrapolation_factor
-    if np.isnan(point):
-        return "the fit gave no usable curve"
-    if np.isinf(point) and fit.upper <= target:
-        return f"the fitted ceiling {fit.upper:.3f} is below the target accuracy {target:.3f}"
-    if np.isinf(point):
-        return f"the target {target:.3f} is reached only beyond {factor:g} x the largest n ({n_range[1]:g})"
-    if point == 0:
-        return f"the target {target:.3f} is already passed below the smallest n ({n_range[0]:g}) / {factor:g}"
-    return None
+    return Estimate(float(value), float(low), float(high), samples, reason, df, float(point))
 
 
 @dataclass
@@ -200,30 +211,44 @@ class ExchangePoint:
 
 
 def exchange_rate(icl: IclResult, finetune: FinetuneResult, settings: AnalysisSettings) -> list[ExchangePoint]:
-    """For each k >= 1: the n at which the fitted fine-tuning curve matches k-shot accuracy."""
+    """For each k >= 1: the n at which the measured fine-tuning curve first matches k-shot accuracy."""
     points = []
-    if finetune.fit is None:
-        return points
-    chance = finetune.acc.curve.chance
-    df = min(interval_df(icl.acc.curve, settings), interval_df(finetune.acc.curve, settings))
+    levels = finetune.acc.curve.levels
     for index, k in enumerate(icl.acc.curve.levels):
         accuracy = icl.acc.mean[index]
         if k < 1 or not np.isfinite(accuracy):
             continue
-        point = n_reaching(accuracy, finetune.fit.params[None, :], chance, finetune.n_range, settings)[0]
-        samples = n_reaching(icl.acc.samples[:, index], finetune.boot_params, chance, finetune.n_range, settings)
-        reason = _exchange_reason(point, accuracy, finetune, settings)
+        point = float(crossing(levels, finetune.acc.mean[None, :], accuracy)[0])
+        samples = crossing(levels, finetune.acc.samples, icl.acc.samples[:, index])
+        df = min(interval_df(icl.acc.curve, settings), interval_df(finetune.acc.curve, settings))
+        reason = _exchange_reason(point, accuracy)
         n = _censored_estimate(point, samples, settings, df, reason)
         ratio = _censored_estimate(point / k, samples / k, settings, df, reason)
         points.append(ExchangePoint(float(k), float(accuracy), n, ratio))
     return points
 
 
-def _exchange_reason(point, accuracy, finetune: FinetuneResult, settings) -> str | None:
+def _exchange_reason(point, accuracy) -> str | None:
     if np.isinf(point):
-        return f"k-shot accuracy {accuracy:.3f} is not reached by fine-tuning within the trusted n range"
+        return f"k-shot accuracy {accuracy:.3f} is not reached by fine-tuning within the largest n"
     if point == 0:
-        return f"k-shot accuracy {accuracy:.3f} is below fine-tuned accuracy at the smallest n"
+        return f"k-shot accuracy {accuracy:.3f} is already passed by fine-tuning at the smallest n"
     if np.isnan(point):
         return "no usable fine-tuning curve"
     return None
+
+
+def description_worth(icl: IclResult, described: LevelMeans, settings: AnalysisSettings) -> Estimate:
+    """k*: the k (>= 1) at which few-shot accuracy equals zero-shot accuracy with a description."""
+    shots = icl.acc.curve.levels >= 1
+    if shots.sum() < 1 or not np.isfinite(described.mean[0]):
+        return Estimate.missing("no few-shot levels with k >= 1 or no described zero-shot accuracy",
+                                len(described.samples))
+    levels = icl.acc.curve.levels[shots]
+    point = float(crossing(levels, icl.acc.mean[None, shots], described.mean[0])[0])
+    samples = crossing(levels, icl.acc.samples[:, shots], described.samples[:, 0])
+    reason = {"right": f"few-shot accuracy stays below it up to k = {levels.max():g}: k* > {levels.max():g}",
+              "left": f"already at k = {levels.min():g} few-shot accuracy is above it: k* <= {levels.min():g}",
+              None: "no usable curve", "exact": None}[censoring(point)]
+    df = min(interval_df(icl.acc.curve, settings), interval_df(described.curve, settings))
+    return _censored_estimate(point, samples, settings, df, reason)

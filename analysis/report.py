@@ -61,10 +61,13 @@ def write_report(path: Path, study: StudyRecords, measures, document: dict, tabl
         _header(study, document, settings),
         _trust_section(study, measures),
         _law_section(measures, document),
+        _claims_section(tables),
         _icl_section(measures, tables),
         _finetune_section(measures, tables),
         _exchange_section(tables),
         _descriptions_section(tables),
+        _worth_section(tables),
+        _variance_section(tables),
         _figures_section(path.parent, drawn),
         _settings_section(settings),
         f"Analysis wall time: {wall_s:.1f} s.\n",
@@ -81,8 +84,9 @@ def _header(study: StudyRecords, document: dict, settings: AnalysisSettings) -> 
         f"- study folder: `{study.study_dir}`\n- fsv version of the records: {study.fsv_version}\n"
         f"- records: {counts['records']} stored, {counts['analysed']} analysed ({by_regime})\n"
         f"- cells listed in cells.json: {counts['cells_listed'] if counts['cells_json'] else 'cells.json absent'}\n"
-        f"- bootstrap: {settings.bootstrap_resamples} resamples of replicates, seed {document['seed']}, "
+        f"- bootstrap: {settings.bootstrap_resamples} resamples, seed {document['seed']}, "
         f"{100 * settings.confidence:g}% intervals\n"
+        f"- replicate unit: {document['definitions']['replicate']}\n"
     )
 
 
@@ -102,24 +106,62 @@ def _trust_section(study: StudyRecords, measures) -> str:
 
 
 def _law_section(measures, document: dict) -> str:
-    lines = ["## The law: sample need against ICL strength\n"]
+    lines = ["## The claim: sample need against ICL strength\n"]
     if not measures.law:
         lines.append("No training-regime records: sample need, the exchange rate and the law cannot be measured; "
                      "the in-context measures below stand alone.")
         return "\n".join(lines) + "\n"
     for series, law in measures.law.items():
         lines.append(f"- **{law.verdict}** - {law.sentence}")
-    rows = [{"series": s, "exponent b [replicate CI]": with_interval(e["exponent"], e["ci_low"], e["ci_high"]),
-             "across-model CI": f"[{number(e['ci_models_low'])}, {number(e['ci_models_high'])}]",
-             "prefactor C": number(e["prefactor"]), "R^2": number(e["r2"]), "models": e["n_models"],
-             "usable resamples": number(e["bootstrap_valid_fraction"]), "verdict": e["verdict"],
-             "left out": "; ".join(f"{m}: {r}" for m, r in e["excluded"].items()) or "-"}
+    lines += ["", measures.agreement]
+    rows = [{"series": s, "verdict": e["verdict"],
+             "Kendall tau [CI]": with_interval(e["tau"], e["tau_ci_low"], e["tau_ci_high"]),
+             "instances (censored)": f"{len(e['instances_ranked'])} ({e['n_censored']})",
+             "pairs": e["comparable_pairs"],
+             "tau on log-lik N*": with_interval(e["tau_logprob"], e["tau_logprob_ci_low"], e["tau_logprob_ci_high"]),
+             "exponent b [CI]": with_interval(e["exponent"], e["ci_low"], e["ci_high"]),
+             "across-instance CI": f"[{number(e['ci_models_low'])}, {number(e['ci_models_high'])}]",
+             "R^2": number(e["r2"]), "in fit": e["n_models"],
+             "not driving / not in fit": "; ".join(f"{m}: {r}" for m, r in e["excluded"].items()) or "-"}
             for s, e in document["law"].items()]
-    lines += ["", "N* = C * S^b, fitted on log N* and log S. The verdict uses the replicate interval "
-              "(every measure refitted per resample); the across-model interval (OLS, the models' scatter "
-              "about the line) is shown for judging how far the law generalises across sizes.", "",
+    lines += ["", "The verdict is the censoring-aware rank test (Kendall's tau between S and N*; a censored N* "
+              "counts wherever its order is known). N* = C * S^b, fitted on log N* and log S over instances that "
+              "reached the target, describes the relation; its replicate interval refits every resample.", "",
               markdown_table(pd.DataFrame(rows))]
     return "\n".join(lines) + "\n"
+
+
+def _claims_section(tables) -> str:
+    table = tables.get("literature_claims")
+    if table is None or table.empty:
+        return ""
+    rows = pd.DataFrame({"claim": table["claim"], "source": table["source"], "measure": table["measure"],
+                         "effect [CI]": intervals(table, "effect", "ci_low", "ci_high"),
+                         "status": table["status"], "note": table["note"].fillna("")})
+    return ("## Claims of the literature, on this study's records\n\n"
+            + markdown_table(rows) + "\n")
+
+
+def _worth_section(tables) -> str:
+    table = tables.get("description_worth")
+    if table is None or table.empty:
+        return ""
+    rows = pd.DataFrame({"instance": table["model"], "description": table["description"],
+                         "zero-shot acc": table["zero_shot_accuracy"].map(number),
+                         "k* [CI]": intervals(table, "k_star", "ci_low", "ci_high"),
+                         "censored": table["censored"].fillna("-"), "reason": table["reason"].fillna("-")})
+    return "## A description is worth k* shots\n\n" + markdown_table(rows) + "\n"
+
+
+def _variance_section(tables) -> str:
+    table = tables.get("variance_split")
+    if table is None or table.empty:
+        return ""
+    wide = table.pivot_table(index="series", columns="level", values="sd", aggfunc="first", sort=False)
+    wide = wide.reset_index()
+    return ("## Where the variance lives\n\nStandard deviation of accuracy at each level (spread of that "
+            "level's means, averaged over n or k levels; it includes the noise of the levels below).\n\n"
+            + markdown_table(wide) + "\n")
 
 
 def _icl_section(measures, tables) -> str:
@@ -154,6 +196,9 @@ def _finetune_section(measures, tables) -> str:
     need_rows = pd.DataFrame({
         "series": need["series"], "model": need["model"],
         "N*": intervals(need, "n_star", "ci_low", "ci_high"),
+        "censored": need["censored"].fillna("-"),
+        "N* by fit (check)": need["n_star_by_fit"].map(number),
+        "N* on log-lik": intervals(need, "n_star_logprob"),
         "target acc": need["target_accuracy"].map(number),
         "resamples reached": need["resamples_reached"].map(number),
         "reason": need.get("reason", pd.Series("-", index=need.index)).fillna("-"),
@@ -177,7 +222,17 @@ def _exchange_section(tables) -> str:
         "n per shot": intervals(table, "n_per_shot"),
         "reason": table.get("reason", pd.Series("-", index=table.index)).fillna("-"),
     })
-    return "## Shot exchange rate\n\n" + markdown_table(rows) + "\n"
+    summary = tables.get("exchange_summary")
+    head = ""
+    if summary is not None and not summary.empty:
+        head = ("Median over instances of fine-tuning examples per in-context example at matched accuracy:\n\n"
+                + markdown_table(pd.DataFrame({
+                    "series": summary["series"], "k": summary["k"], "instances": summary["instances"],
+                    "n per shot [CI]": intervals(summary, "n_per_shot", "ci_low", "ci_high"),
+                    "censored above / below": [f"{a} / {b}" for a, b in
+                                               zip(summary["censored_above"], summary["censored_below"])]}))
+                + "\n\nPer instance:\n\n")
+    return "## Shot exchange rate\n\n" + head + markdown_table(rows) + "\n"
 
 
 def _descriptions_section(tables) -> str:

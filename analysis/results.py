@@ -3,12 +3,15 @@
 fits.json (valid JSON; NaN and +-inf are written as null; no timestamps, so a seed gives one file):
   layout_version, study, seed, records{counts, fsv_version, ...}, settings{...},
   definitions{measure: text}, icl_description,
-  models{name: {model_params, replicates, acc_k[], icl_strength{}, chance_normalised_gain{},
-                icl_efficiency{}, finetune{series: {fit{}, bootstrap{}, acc_n[]}},
-                sample_need{series: {n_star, ci_low, ci_high, reason, ...}}}},
-  exchange_rate{series: {model: [{k, accuracy_k, n, n_ci_low, n_ci_high, n_per_shot, ...}]}},
-  law{series: {exponent, ci_low, ci_high, prefactor, r2, n_models, models, excluded, interval_df,
-               bootstrap_valid_fraction, ci_models_low, ci_models_high, verdict, sentence}},
+  models{instance "MODEL/p<seed>/<step|final>": {model, model_params, replicates, acc_k[], icl_strength{},
+                chance_normalised_gain{}, icl_efficiency{}, finetune{series: {fit{}, acc_n[]}},
+                sample_need{series: {n_star, ci_low, ci_high, censored, reason, n_star_by_fit, ...}}}},
+  exchange_rate{series: {instance: [{k, accuracy_k, n, n_ci_low, n_ci_high, n_per_shot, ...}]}},
+  exchange_summary[{series, k, n_per_shot, ci_low, ci_high, ...}],
+  law{series: {verdict, sentence, tau, tau_ci_low, tau_ci_high, n_censored, comparable_pairs,
+               instances_ranked, exponent, ci_low, ci_high, prefactor, r2, n_models, models, excluded,
+               interval_df, bootstrap_valid_fraction, ci_models_low, ci_models_high, tau_logprob, ...}},
+  regimes_agree, description_worth[], variance_split[], literature_claims[],
   zero_shot_descriptions[{source, model, description, accuracy, ci_low, ci_high, ...}], notes[].
 """
 
@@ -48,25 +51,34 @@ def definitions(settings: AnalysisSettings, measures) -> dict[str, str]:
     pct = f"{100 * settings.confidence:g}%"
     k_range = f"[{settings.icl_k_min}, {settings.icl_k_max or 'largest k'}]"
     return {
-        "replicate": "one (seed, pretrain_seed) pair of a model; accuracies are averaged over tasks within it",
+        "instance": "a model instance (model, pretrain_seed, checkpoint): the unit ICL strength and N* are read on",
+        "replicate": "hierarchical: pretraining instance (within its size) -> training seed (for in-context "
+                     "records the demonstration draw) -> task; the replicate unit of a per-instance interval is "
+                     "the training seed, with tasks resampled within it; across instances (the law, the claims) "
+                     "instances are redrawn within their size",
         "interval": f"{pct} {'expanded ' if settings.expand_intervals else ''}percentile interval over "
-                    f"{settings.bootstrap_resamples} {settings.resampling} resamples of replicates, drawn per model "
-                    "and shared by all of that model's measures",
+                    f"{settings.bootstrap_resamples} two-stage {settings.resampling} resamples (seeds, then tasks "
+                    "within a seed), drawn per instance and shared by all of that instance's measures",
         "acc_k": f"few-shot accuracy (description {measures.icl_description!r}); k = 0 is zero-shot with it",
         "icl_strength": f"least-squares slope of acc(k) on log2 k over k in {k_range}: accuracy per doubling",
         "chance_normalised_gain": "(acc - chance) / (1 - chance) at the largest k",
         "icl_efficiency": "(acc - chance) / (bayes_accuracy - chance) at the largest k",
-        "acc_n": "zero-shot accuracy after training on n examples, fitted as chance + (upper - chance) * "
-                 "sigmoid(slope * (log2 n - midpoint)), upper <= 1, bounded, "
-                 f"{settings.robust_loss} loss (scale {settings.loss_scale}), multi-start",
-        "sample_need": f"n where the fitted acc(n) first reaches chance-normalised accuracy "
-                       f"{settings.target_normalised_accuracy}; null outside "
-                       f"[n_min / {settings.extrapolation_factor:g}, n_max * {settings.extrapolation_factor:g}]",
-        "exchange_rate": "for each k >= 1, the n where the fitted acc(n) equals k-shot accuracy, and n / k",
-        "law": "least squares of log N* on log S across models; exponent interval from refitting every "
-               "resample (df pooled over models by Welch-Satterthwaite); supported if the interval lies below 0, "
-               "contradicted if above, else inconclusive. ci_models_*: OLS interval from the models' scatter "
-               "(t, n_models - 2 df), reported, not used for the verdict",
+        "acc_n": "zero-shot accuracy after training on n examples (phase measure records), mean over seeds "
+                 "and tasks; checked against chance + (upper - chance) * sigmoid(slope * (log2 n - midpoint)), "
+                 f"bounded, {settings.robust_loss} loss (scale {settings.loss_scale}), multi-start",
+        "sample_need": f"n where acc(n), made monotone (isotonic), first reaches chance-normalised accuracy "
+                       f"{settings.target_normalised_accuracy}, interpolated in log2 n; right-censored (N* > n_max) "
+                       "when not reached, left-censored (N* <= n_min) when reached at the smallest n; "
+                       "n_star_by_fit: the saturating fit's N* (a check); logprob: the same on the label's "
+                       "mean log-likelihood, target the same fraction of the way from log(chance) to 0",
+        "exchange_rate": "for each k >= 1, the n where monotone acc(n) first equals k-shot accuracy, and n / k; "
+                         "exchange_summary: the median over instances of n / k",
+        "description_worth": "k* where monotone few-shot acc(k) equals zero-shot accuracy with a description",
+        "law": "verdict from Kendall's tau between S and N* over instances whose S interval is above 0, "
+               "censored N* kept (a pair counts when its order is known); supported if tau's interval lies "
+               "below 0, contradicted if above, else inconclusive. The exponent (least squares of log N* on "
+               "log S over instances with a reached N*) describes it; its interval from refitting every "
+               "resample (df pooled by Welch-Satterthwaite). ci_models_*: OLS interval from the scatter",
     }
 
 
@@ -85,6 +97,11 @@ def fits_document(study: StudyRecords, measures, settings: AnalysisSettings, see
             for series, by_model in measures.exchange.items()
         },
         "law": {series: law_entry(law) for series, law in measures.law.items()},
+        "regimes_agree": measures.agreement,
+        "exchange_summary": measures.exchange_summary.to_dict(orient="records"),
+        "description_worth": measures.worth.to_dict(orient="records"),
+        "variance_split": measures.variance.to_dict(orient="records"),
+        "literature_claims": measures.claims.to_dict(orient="records"),
         "zero_shot_descriptions": [
             {k: whole(v) if k in ("model_params", "n") else v for k, v in row.items()}
             for row in measures.descriptions.to_dict(orient="records")
@@ -117,10 +134,10 @@ def _curve_points(acc: LevelMeans, level: str) -> list[dict]:
 
 
 def _model_entry(model: str, measures) -> dict:
-    entry = {"model_params": whole(measures.params[model])}
+    entry = {"model": measures.model_of.get(model, model), "model_params": whole(measures.params[model])}
     icl: IclResult | None = measures.icl.get(model)
     if icl is not None:
-        entry["replicates"] = len(icl.acc.curve.replicates)
+        entry["replicates"] = icl.acc.curve.seeds
         entry["chance"] = icl.acc.curve.chance
         entry["acc_k"] = _curve_points(icl.acc, "k")
         entry["icl_strength"] = estimate_entry(icl.strength) | {
@@ -144,16 +161,20 @@ def _model_entry(model: str, measures) -> dict:
 def _finetune_entry(result: FinetuneResult) -> dict:
     return {
         "fit": result.fit.to_json() if result.fit else None,
-        "bootstrap": {"converged_fraction": result.boot_converged, "fittable_fraction": result.boot_fittable,
-                      "refitted_multistart": result.boot_refitted},
-        "replicates": len(result.acc.curve.replicates),
+        "replicates": result.acc.curve.seeds,
+        "tasks": result.acc.curve.tasks,
         "acc_n": _curve_points(result.acc, "n"),
     }
 
 
 def sample_need_entry(result: FinetuneResult) -> dict:
     samples = result.sample_need.samples
+    logprob = result.logprob_need
     return estimate_entry(result.sample_need, "n_star") | {
+        "censored": result.censored, "n_star_by_fit": result.need_by_fit,
+        "n_star_logprob": logprob.value if logprob is not None else None,
+        "n_star_logprob_ci_low": logprob.ci_low if logprob is not None else None,
+        "n_star_logprob_ci_high": logprob.ci_high if logprob is not None else None,
         "target_accuracy": result.target_accuracy,
         "n_range": [whole(n) for n in result.n_range],
         "resamples_reached": float(np.mean(np.isfinite(samples) & (samples > 0))),
@@ -177,12 +198,17 @@ def law_entry(law: LawResult) -> dict:
         "r2": law.r2, "n_models": law.n_models, "models": law.models, "excluded": law.excluded,
         "bootstrap_valid_fraction": law.valid_fraction, "interval_df": law.df,
         "ci_models_low": law.ci_models_low, "ci_models_high": law.ci_models_high,
-        "verdict": law.verdict, "sentence": law.sentence,
+        "verdict": law.verdict, "sentence": law.sentence, "tau": law.tau, "tau_ci_low": law.tau_ci_low,
+        "tau_ci_high": law.tau_ci_high, "tau_p_value": law.tau_p_value,
+        "tau_valid_fraction": law.tau_valid_fraction, "n_censored": law.n_censored,
+        "comparable_pairs": law.pairs, "instances_ranked": law.ranked, "tau_logprob": law.tau_logprob,
+        "tau_logprob_ci_low": law.tau_logprob_ci_low, "tau_logprob_ci_high": law.tau_logprob_ci_high,
     }
 
 
 TABLES = ("records", "missing_cells", "failed_cells", "acc_k", "icl_strength", "acc_n", "finetune_fits",
-          "sample_need", "exchange_rate", "law", "zero_shot_descriptions")
+          "sample_need", "exchange_rate", "exchange_summary", "law", "zero_shot_descriptions", "description_worth",
+          "variance_split", "literature_claims", "selection")
 
 
 def tables(study: StudyRecords, measures) -> dict[str, pd.DataFrame]:
@@ -205,6 +231,11 @@ def tables(study: StudyRecords, measures) -> dict[str, pd.DataFrame]:
         for s, by in measures.exchange.items() for m, points in by.items() for p in points])
     out["law"] = pd.DataFrame([{"series": s} | law_entry(law) for s, law in measures.law.items()])
     out["zero_shot_descriptions"] = measures.descriptions
+    out["exchange_summary"] = measures.exchange_summary
+    out["description_worth"] = measures.worth
+    out["variance_split"] = measures.variance
+    out["literature_claims"] = measures.claims
+    out["selection"] = measures.selection
     return {name: _flat(table) for name, table in out.items()}
 
 
@@ -243,9 +274,7 @@ def _finetune_table(measures) -> pd.DataFrame:
         for model, result in by_model.items():
             fit = result.fit.to_json() if result.fit else {"message": "not fitted"}
             rows.append({"series": series, "model": model, "model_params": measures.params[model], **fit,
-                         "bootstrap_converged_fraction": result.boot_converged,
-                         "bootstrap_fittable_fraction": result.boot_fittable,
-                         "bootstrap_refitted_multistart": result.boot_refitted})
+                         "n_star_by_fit": result.need_by_fit})
     return pd.DataFrame(rows)
 
 

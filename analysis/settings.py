@@ -34,11 +34,13 @@ class AnalysisSettings:
     )
     target_normalised_accuracy: float = field(
         default=0.5,
-        metadata={"help": "sample need target: (acc - chance) / (1 - chance), same for every model"},
+        metadata={"help": "sample need target: (acc - chance) / (1 - chance), same for every instance; on the "
+                          "label's log-likelihood the same fraction of the way from log(chance) to 0"},
     )
     extrapolation_factor: float = field(
         default=1.0,
-        metadata={"help": "N* and exchange-rate n are reported only within [n_min / f, n_max * f]"},
+        metadata={"help": "the saturating check's N* is reported only within [n_min / f, n_max * f] (the "
+                          "estimate itself, by monotone interpolation, is censored at n_min and n_max)"},
     )
     robust_loss: str = field(default="soft_l1", metadata={"help": "least_squares loss: soft_l1 or huber"})
     loss_scale: float = field(
@@ -54,11 +56,12 @@ class AnalysisSettings:
         default=6, metadata={"help": "least_squares runs per acc(n) fit, from the best points of a start grid"}
     )
     min_models_for_law: int = field(
-        default=3, metadata={"help": "fewer models with both S and N* make the law inconclusive"}
+        default=3, metadata={"help": "fewer instances with an S interval above 0 and an N* (reached or censored) "
+                                     "make the verdict inconclusive"}
     )
     min_valid_resample_fraction: float = field(
         default=0.9,
-        metadata={"help": "below this fraction of usable law resamples the verdict is inconclusive"},
+        metadata={"help": "below this fraction of resamples with a comparable pair the verdict is inconclusive"},
     )
     include_unlisted_records: bool = field(
         default=False, metadata={"help": "analyse records whose cell_id is not in cells.json"}

@@ -3,9 +3,13 @@
 `SyntheticSpec` plants, per model, an ICL strength S (acc(k) = acc_k1 + S log2 k for k >= 1,
 chance at k = 0) and, per training series, a sample need N* = prefactor * S ** exponent; acc(n)
 follows the saturating family of analysis.laws with its midpoint placed so that the curve reaches
-the target chance-normalised accuracy exactly at N*. Each replicate (seed) perturbs S and N*
-(log-normal, `strength_sd`, `need_sd`); each record's accuracy is a binomial draw over `n_eval`
-test examples. Records follow `fsv.records.SCHEMA`.
+the target chance-normalised accuracy exactly at N*. Each pretraining seed of a model is an
+instance whose S is the model's times a log-normal factor (`instance_sd`) and whose N* follows the
+law at that S times another (`law_sd`); each training seed perturbs both (`strength_sd`,
+`need_sd`); each task's accuracy is a binomial draw over `n_eval` test examples. Records follow
+`fsv.records.SCHEMA` as the study writes them: in-context records one per task, training records
+one per (instance, series, n, seed) with `task_accuracy` over the tasks, `label_logprob`,
+`hparams`, and (with `select`) phase "select" records of a learning-rate search with `val_curve`.
 
     truth = write_synthetic_study(tmp / "syn", SyntheticSpec(), seed=3)   # records/ + cells.json
     analyze(tmp / "syn")                                                   # recovers truth["law"]
@@ -35,6 +39,11 @@ class SyntheticSpec:
     ns: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512)
     seeds: tuple[int, ...] = (0, 1, 2)
     tasks: tuple[str, ...] = ("task-a", "task-b")
+    pretrain_seeds: tuple[int, ...] = (0,)
+    instance_sd: float = 0.0  # log-normal spread of S across pretraining instances of one model
+    law_sd: float = 0.0  # log-normal scatter of an instance's N* about the law at its own S
+    select: bool = True  # write phase "select" records of a learning-rate search
+    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
     chance: float = 0.25
     acc_k1: float = 0.30  # accuracy at k = 1
     upper: float = 0.97  # fine-tuning ceiling
@@ -63,28 +72,41 @@ def synthetic_records(spec: SyntheticSpec, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     records = []
     for model, params, strength in zip(spec.models, spec.params, spec.strengths):
-        for replicate in spec.seeds:
-            s = strength * np.exp(rng.normal(0, spec.strength_sd))
-            needs = {series: c * strength**b * np.exp(rng.normal(0, spec.need_sd)) for series, c, b in spec.laws}
-            base = {"model": model, "model_params": params, "seed": replicate, "pretrain_seed": 0}
-            records += _icl_records(spec, rng, base, s)
-            for series, need in needs.items():
-                records += _training_records(spec, rng, base, series, need, strength)
+        for pretrain in spec.pretrain_seeds:
+            s_instance = strength * np.exp(rng.normal(0, spec.instance_sd))
+            laws = {series: c * s_instance**b * np.exp(rng.normal(0, spec.law_sd)) for series, c, b in spec.laws}
+            base = {"model": model, "model_params": params, "pretrain_seed": pretrain,
+                    "instance": f"{model}/p{pretrain}/final"}
+            for replicate in spec.seeds:
+                s = s_instance * np.exp(rng.normal(0, spec.strength_sd))
+                needs = {series: need * np.exp(rng.normal(0, spec.need_sd)) for series, need in laws.items()}
+                records += _icl_records(spec, rng, base | {"seed": replicate}, s)
+                for series, need in needs.items():
+                    records += _training_records(spec, rng, base | {"seed": replicate}, series, need, s_instance)
+            if spec.select:
+                records += _select_records(spec, rng, base | {"seed": spec.seeds[0]}, laws)
     return records
 
 
-def _row(spec: SyntheticSpec, rng, base: dict, task: str, probability: float, **fields) -> dict:
+def _row(spec: SyntheticSpec, rng, base: dict, task, probability: float, **fields) -> dict:
     probability = float(np.clip(probability, 0.0, 1.0))
     row = {"study": spec.study, "fsv_version": spec.fsv_version, "status": "ok", "task": task,
            "n_eval": spec.n_eval, "chance": spec.chance, "world": "synthetic", **base, **fields,
-           "accuracy": rng.binomial(spec.n_eval, probability) / spec.n_eval}
+           "accuracy": rng.binomial(spec.n_eval, probability) / spec.n_eval,
+           "label_logprob": _logprob(spec, rng, probability)}
     row["cell_id"] = cell_id(row)
     return row
 
 
+def _logprob(spec: SyntheticSpec, rng, probability: float) -> float:
+    """The label's mean log-likelihood: log(chance) at chance accuracy, 0 at perfect, with noise."""
+    normalised = (probability - spec.chance) / (1 - spec.chance)
+    return float(min((1 - normalised) * np.log(spec.chance) + rng.normal(0, 0.02), 0.0))
+
+
 def cell_id(row: dict) -> str:
     keys = ("study", "model", "regime", "task", "description", "k", "n", "seed", "pretrain_seed", "layout",
-            "prompt_tokens", "tasks_trained")
+            "prompt_tokens", "tasks_trained", "phase", "hparams")
     text = json.dumps({k: row.get(k) for k in keys}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -112,23 +134,50 @@ def _model_view(spec, strength) -> float:
     return spec.chance + (1 - spec.chance) * min(0.9, 4 * strength)
 
 
-def _training_records(spec, rng, base, series, need, strength) -> list[dict]:
+def _midpoint(spec: SyntheticSpec, need: float) -> float:
     target = accuracy_at_normalised(spec.target_normalised_accuracy, spec.chance)
-    midpoint = np.log2(need) - logit((target - spec.chance) / (spec.upper - spec.chance)) / spec.slope
+    return np.log2(need) - logit((target - spec.chance) / (spec.upper - spec.chance)) / spec.slope
+
+
+HPARAMS = json.dumps({"lr": 1e-3, "steps": 50, "weight_decay": 0.0})
+
+
+def _training_records(spec, rng, base, series, need, strength) -> list[dict]:
+    midpoint = _midpoint(spec, need)
     fields = series_fields(series)
     rows = []
-    for task in spec.tasks:
-        for n in spec.ns:
-            p = float(saturating_accuracy(np.log2(n), spec.upper, midpoint, spec.slope, spec.chance))
-            extra = _description_columns(spec, rng, fields["regime"], p, strength)
-            rows.append(_row(spec, rng, base, task, p, n=n, k=0, train_examples=n, **fields, **extra))
+    for n in spec.ns:
+        p = float(saturating_accuracy(np.log2(n), spec.upper, midpoint, spec.slope, spec.chance))
+        per_task = {task: rng.binomial(spec.n_eval, p) / spec.n_eval for task in spec.tasks}
+        extra = _description_columns(spec, rng, fields["regime"], p, strength)
+        row = _row(spec, rng, base, None, p, n=n, k=0, train_examples=n, n_distinct=n, phase="measure",
+                   hparams=HPARAMS, selected_on=json.dumps(["val-a"]),
+                   selection=json.dumps({"on_edge": [], "val_accuracy": round(p, 3)}), **fields, **extra)
+        row |= {"accuracy": float(np.mean(list(per_task.values()))), "task_accuracy": json.dumps(per_task)}
+        rows.append(row)
+    return rows
+
+
+def _select_records(spec, rng, base, laws: dict) -> list[dict]:
+    """A learning-rate search at the largest n on a validation task: best at lr 1e-3, falling off either side."""
+    rows, n = [], max(spec.ns)
+    for series, need in laws.items():
+        fields = series_fields(series)
+        best = float(saturating_accuracy(np.log2(n), spec.upper, _midpoint(spec, need), spec.slope, spec.chance))
+        for lr in spec.lrs:
+            value = spec.chance + (best - spec.chance) * np.exp(-0.5 * (np.log10(lr / 1e-3) / 0.6) ** 2)
+            curve = {str(n): {str(steps): float(np.clip(value * share + rng.normal(0, 0.01), 0, 1))
+                              for steps, share in ((10, 0.9), (50, 1.0))}}
+            row = _row(spec, rng, base, "val-a", value, n=n, k=0, phase="select", val_curve=json.dumps(curve),
+                       hparams=json.dumps({"lr": lr, "steps": 50}), **fields)
+            rows.append(row | {"accuracy": None})
     return rows
 
 
 def series_fields(series: str) -> dict:
     """Record fields of a series name (see analysis.series): 'sft:packed' -> layout packed, etc."""
     regime, *suffixes = series.split(":")
-    fields = {"regime": regime, "layout": "single",
+    fields = {"regime": regime, "layout": "single", "method": "prompt" if regime == "prompt_tuning" else "full",
               "description": "human" if regime in ("instruction_tuning", "rlhf") else "none"}
     if regime == "prompt_tuning":
         fields["prompt_tokens"] = 8
@@ -153,8 +202,8 @@ def _description_columns(spec, rng, regime, accuracy, strength) -> dict:
 
 
 def cells_listing(spec: SyntheticSpec, records: list[dict]) -> dict:
-    keys = ("cell_id", "regime", "model", "k", "n", "seed", "task", "description", "layout", "prompt_tokens",
-            "tasks_trained")
+    keys = ("cell_id", "regime", "model", "k", "n", "seed", "pretrain_seed", "task", "description", "layout",
+            "prompt_tokens", "tasks_trained")
     return {"study": spec.study, "fsv_version": spec.fsv_version,
             "cells": [{k: r.get(k) for k in keys} for r in records]}
 

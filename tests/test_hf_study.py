@@ -42,3 +42,9 @@ def test_hf_study_runs_every_text_regime_through_ray(tmp_path, ray_cluster, fsv_
     scored = trained[trained.phase == "measure"]
     assert scored.selected_on.map(json.loads).map(lambda tasks: all(t.endswith(":dev") for t in tasks)).all()
     assert scored.label_logprob.lt(0).all() and scored.n_distinct.eq(8).all()
+    # the analysis reads an HF study's records (null pretrain_seed, world and Bayes) without crashing
+    from analysis import AnalysisSettings, analyze
+
+    out = analyze(tmp_path / "results" / "hf", settings=AnalysisSettings(bootstrap_resamples=20, figures=False))
+    fits = json.loads((out / "fits.json").read_text())
+    assert set(fits["law"]) == {"sft", "prompt_tuning"} and all(law["verdict"] for law in fits["law"].values())

@@ -1,0 +1,173 @@
+"""Study-level summaries built from the per-instance measures: what a description is worth in shots,
+the exchange rate per regime, where the variance lives, the hyperparameter search, and whether the
+regimes agree.
+
+- `description_worth_table`: per instance and description variant, k* where few-shot accuracy (the
+  acc(k) curve, made monotone) equals zero-shot accuracy with that description; censored at the
+  smallest and largest k, with an interval from the instance's resamples.
+- `exchange_summary`: per series and k, the median over instances of n / k (fine-tuning examples per
+  in-context example at matched accuracy); censored matches count as +-inf, which a median survives
+  while fewer than half are censored; the interval from instance-weighted medians of the resamples.
+- `variance_split`: standard deviation of accuracy at each level of the hierarchy (tasks within a
+  seed, seeds within an instance, instances within a size), averaged over the n (or k) levels. Each is
+  the raw spread of means at that level, so it includes the noise of the levels below it.
+- `selection_table`: phase "select" records as (regime, instance, n, lr, validation accuracy), the
+  best over training lengths in `val_curve`, with the lr that the scored records ran with marked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from analysis.bootstrap import build_curve, percentile_interval
+from analysis.instances import task_rows, text_of
+from analysis.measures import description_worth, level_means
+from analysis.monotone import censoring
+from analysis.series import DESCRIPTION_VARIANTS, description_of
+
+HIERARCHY = ("pretraining instance", "training seed", "task")
+
+
+def description_worth_table(records, measures, resampler, settings) -> pd.DataFrame:
+    zero = records[records["regime"] == "zero_shot"]
+    zero = zero.assign(description=description_of(zero))
+    rows = []
+    for instance, icl in measures.icl.items():
+        shots = icl.acc.curve.levels[icl.acc.curve.levels >= 1]
+        for variant in DESCRIPTION_VARIANTS:
+            subset = zero[(zero["instance"] == instance) & (zero["description"] == variant)]
+            if variant == measures.icl_description or subset.empty or not len(shots):
+                continue
+            curve = build_curve(task_rows(subset).assign(_level=0), "_level")
+            means = level_means(curve, resampler.weights(instance, curve), settings)
+            worth = description_worth(icl, means, settings)
+            rows.append({"model": instance, "size": measures.model_of[instance], "description": variant,
+                         "zero_shot_accuracy": float(means.mean[0]), "k_star": worth.value,
+                         "ci_low": worth.ci_low, "ci_high": worth.ci_high, "censored": censoring(worth.raw),
+                         "k_min": float(shots.min()), "k_max": float(shots.max()), "reason": worth.reason})
+    return pd.DataFrame(rows)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Row-wise weighted median of (B, I) values (NaN ignored, +-inf kept)."""
+    missing = np.isnan(values)
+    values, weights = np.where(missing, np.inf, values), np.where(missing, 0.0, weights)
+    order = np.argsort(values, axis=1, kind="stable")
+    sorted_values = np.take_along_axis(values, order, axis=1)
+    cumulative = np.cumsum(np.take_along_axis(weights, order, axis=1), axis=1)
+    half = cumulative[:, -1:] / 2
+    index = np.argmax(cumulative >= half, axis=1)
+    out = sorted_values[np.arange(len(values)), index]
+    return np.where(cumulative[:, -1] > 0, out, np.nan)
+
+
+def exchange_summary(measures, resampler, settings) -> pd.DataFrame:
+    rows = []
+    for series, by_instance in measures.exchange.items():
+        ks = sorted({p.k for points in by_instance.values() for p in points})
+        for k in ks:
+            chosen = {i: p for i, points in by_instance.items() for p in points if p.k == k}
+            if not chosen:
+                continue
+            names = list(chosen)
+            point = np.array([[chosen[i].n.raw / k for i in names]])
+            samples = np.stack([chosen[i].n_per_shot.samples for i in names], axis=1)
+            value = weighted_median(point, np.ones_like(point))[0]
+            boot = weighted_median(samples, resampler.instance_weights(names))
+            low, high = percentile_interval(boot, settings.confidence)
+            rows.append({"series": series, "k": k, "instances": len(names), "n_per_shot": value,
+                         "ci_low": float(low), "ci_high": float(high),
+                         "censored_above": int(np.isinf(point).sum()), "censored_below": int((point == 0).sum())})
+    return pd.DataFrame(rows)
+
+
+def variance_split(records, training, description, model_of) -> pd.DataFrame:
+    groups = {"in-context (k >= 1)": task_rows(records[(records["regime"] == "few_shot") & (records["k"] >= 1)
+                                                        & (description_of(records) == description)]).rename(
+        columns={"k": "_level"})}
+    for series, rows in training.groupby("series", sort=False):
+        groups[series] = task_rows(rows).rename(columns={"n": "_level"})
+    out = []
+    for name, rows in groups.items():
+        if rows.empty:
+            continue
+        rows = rows.assign(_seed=text_of(rows["seed"]), _model=rows["instance"].map(model_of),
+                           accuracy=rows["accuracy"].astype(float))
+        parts = {level: [] for level in HIERARCHY}
+        for _, at in rows.groupby("_level"):
+            per_seed = at.groupby(["_model", "instance", "_seed"])["accuracy"]
+            parts["task"].append(per_seed.var().mean())
+            seed_means = per_seed.mean().groupby(level=["_model", "instance"])
+            parts["training seed"].append(seed_means.var().mean())
+            instance_means = seed_means.mean().groupby(level="_model")
+            parts["pretraining instance"].append(instance_means.var().mean())
+        for level in HIERARCHY:
+            values = np.array(parts[level], dtype=float)
+            variance = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+            out.append({"series": name, "level": level, "sd": np.sqrt(variance) if np.isfinite(variance) else np.nan,
+                        "levels_measured": int(np.isfinite(values).sum())})
+    return pd.DataFrame(out)
+
+
+def selection_table(selection: pd.DataFrame, training: pd.DataFrame) -> pd.DataFrame:
+    """One row per (select record, n in its val_curve): the best validation accuracy over lengths."""
+    rows = []
+    for record in selection.itertuples(index=False):
+        lr = _lr(record.hparams)
+        for n, accuracy in _validation_by_n(record.val_curve, record.n).items():
+            if lr is not None and np.isfinite(accuracy):
+                rows.append({"regime": record.regime, "model": record.instance, "n": n, "seed": record.seed,
+                             "lr": lr, "val_accuracy": accuracy})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    chosen = training.assign(lr=training["hparams"].map(_lr)).dropna(subset=["lr"])
+    chosen = chosen.groupby(["regime", "instance"])["lr"].agg(lambda v: v.mode().iloc[0]).to_dict()
+    frame["chosen"] = [chosen.get((r, m)) == lr for r, m, lr in zip(frame["regime"], frame["model"], frame["lr"])]
+    return frame
+
+
+def _lr(text) -> float | None:
+    value = json.loads(text) if isinstance(text, str) else None
+    lr = value.get("lr") if isinstance(value, dict) else None
+    return float(lr) if isinstance(lr, (int, float)) else None
+
+
+def _validation_by_n(text, n) -> dict[float, float]:
+    """{n: best validation accuracy over training lengths}; a curve not keyed by n counts at the record's n."""
+    curve = json.loads(text) if isinstance(text, str) else None
+    if not isinstance(curve, dict):
+        return {}
+    out = {}
+    for key, by_steps in curve.items():
+        values = [float(a) for a in by_steps.values() if isinstance(a, (int, float))] if isinstance(by_steps, dict) \
+            else ([float(by_steps)] if isinstance(by_steps, (int, float)) else [])
+        level = _number(key) if isinstance(by_steps, dict) else (float(n) if pd.notna(n) else np.nan)
+        if values:
+            out[level] = max(values + ([out[level]] if level in out else []))
+    return out
+
+
+def _number(text) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
+
+
+def regimes_agree(laws: dict) -> str:
+    """One sentence: which training regimes' verdicts agree."""
+    if not laws:
+        return ""
+    by_verdict: dict[str, list[str]] = {}
+    for series, law in laws.items():
+        by_verdict.setdefault(law.verdict, []).append(series)
+    if len(by_verdict) == 1:
+        verdict, names = next(iter(by_verdict.items()))
+        which = "every one" if len(names) > 1 else "the one"
+        return f"The regimes agree: {which} measured ({', '.join(names)}) is {verdict}."
+    parts = "; ".join(f"{verdict}: {', '.join(names)}" for verdict, names in by_verdict.items())
+    return f"The regimes do not agree - {parts}."

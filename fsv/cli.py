@@ -31,11 +31,13 @@ def main() -> None:
 @click.option("--address", default=None, help="an existing Ray cluster (default: RAY_ADDRESS, else a local one)")
 @click.option("--verbose", is_flag=True, help="Ray's own progress tables and logs")
 @click.option("--no-analyze", is_flag=True, help="skip the analysis at the end")
-def run(study_yaml, storage, address, verbose, no_analyze):
+@click.option("--models", default=None, help="folder, s3://… or gs://… where ladder models are published for every "
+              "node (default on a cluster or remote storage: STORAGE/_models)")
+def run(study_yaml, storage, address, verbose, no_analyze, models):
     """Launch a study, or resume it: only cells without an `ok` record run."""
     from study.driver import run_study
 
-    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None)
+    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None, models=models)
     sys.exit(0 if summary["ok"] == summary["total"] else 1)
 
 

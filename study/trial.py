@@ -45,7 +45,7 @@ def run_trial(config: dict, cells: dict, env: dict) -> None:
     for attempt in range(1, env["retries"] + 2):
         with tempfile.TemporaryDirectory(prefix="fsv-trial-") as scratch:
             ctx = TrialContext(cell, env["study_dir"], Path(scratch), env["bayes"], attempt,
-                               env.get("trust_remote_code", False))
+                               env.get("trust_remote_code", False), env.get("models"))
             try:
                 with tracker.trial(cell, attempt) as run:
                     fields = regime_module(cell["regime"]).run(cell, ctx)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from fsv.models.cache import is_cached, ladder_dir
+from fsv.models.cache import checkpoint_dir
 from fsv.models.registry import resolve_model
 from fsv.world import World, preset
 
@@ -19,6 +19,7 @@ class TrialContext:
     bayes: dict  # {k: bayes_accuracy} for the study's world, computed once by the driver
     attempt: int = 1
     trust_remote_code: bool = False  # the study's permission for models that ship their own code
+    models: str | None = None  # the model store's URI (fsv.models.store), where ladder models are published
 
     @property
     def train_storage(self) -> str:
@@ -39,11 +40,12 @@ class TrialContext:
         spec = resolve_model(self.cell["model"])
         if not spec.is_world:
             return spec.name
-        path = ladder_dir(spec.name, self.world_config, self.cell["pretrain"], self.cell["pretrain_seed"])
-        if not is_cached(path):
-            raise RuntimeError(f"ladder model {spec.name} (pretrain seed {self.cell['pretrain_seed']}) is not "
-                               f"in the cache at {path}; `fsv run` pretrains it before the trials start")
-        return str(path)
+        from fsv.models.store import local_model
+
+        seed, step = self.cell["pretrain_seed"], self.cell.get("checkpoint")
+        path = checkpoint_dir(spec.name, self.world_config, self.cell["pretrain"], seed, step)
+        label = f"ladder model {spec.name} (pretrain seed {seed}" + (f", step {step})" if step is not None else ")")
+        return str(local_model(path, self.models, label))  # this node's cache, else fetched, verified
 
     def load_base(self):
         return self.load_base_with_tokenizer()[0]

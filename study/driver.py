@@ -82,8 +82,11 @@ def _has_gpu() -> bool:
 
 def _auth_error(address: str, exc: Exception) -> ConfigError | None:
     """A cluster that refused this client's Ray auth token, said as a ConfigError (else None)."""
-    text = str(exc).lower()
-    if not any(word in text for word in ("auth", "token", "unauthenticated", "permission")):
+    causes, cause = [], exc
+    while cause is not None:  # ray.init raises ConnectionError from ray.exceptions.AuthenticationError
+        causes.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    if not any("AuthenticationError" in c or "InvalidAuthToken" in c for c in causes):
         return None
     return ConfigError("--address", address, "the cluster refused this client's Ray auth token (or got none); "
                        "pass the cluster's token: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=/path/to/token "

@@ -58,4 +58,5 @@ def run_trial(config: dict, cells: dict, env: dict) -> None:
     record.update(attempts=attempt, wall_s=time.time() - started)
     record["device"] = record.get("device") or "cpu"
     write_record(env["study_dir"], record)
-    tune.report({"status_ok": int(record["status"] == "ok"), "accuracy": record.get("accuracy") or float("nan")})
+    tune.report({"status_ok": int(record["status"] == "ok"), "accuracy": record.get("accuracy") or float("nan"),
+                 "trial_start": started, "trial_end": time.time()})  # when it held its resources

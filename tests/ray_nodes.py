@@ -6,10 +6,12 @@ stops exactly its nodes (a killed node is a lost node), never anyone else's (`ra
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ def free_port() -> int:
 class LocalCluster:
     def __init__(self, root: Path, env: dict):
         self.root, self.env, self.nodes = Path(root), env, {}
+        self.temp = tempfile.mkdtemp(prefix="fsv-ray-", dir="/tmp")  # Unix socket paths stay < 108 bytes
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
 
@@ -36,7 +39,7 @@ class LocalCluster:
     def start(self, name: str, head: bool = False, cpus: int = 0, gpus: int = 0, resources: str = "{}",
               env: dict | None = None, timeout: float = 90) -> None:
         where = (["--head", "--port", str(self.port), "--include-dashboard", "false", "--temp-dir",
-                  str(self.root / "ray")] if head else ["--address", self.address])
+                  self.temp] if head else ["--address", self.address])
         log = self.root / f"{name}.log"
         proc = subprocess.Popen([RAY, "start", *where, "--num-cpus", str(cpus), "--num-gpus", str(gpus),
                                  "--resources", resources, *self._ports()], env={**self.env, **(env or {})},
@@ -60,3 +63,4 @@ class LocalCluster:
     def stop(self) -> None:
         for name in [n for n in self.nodes if n != "head"] + [n for n in self.nodes if n == "head"]:
             self.kill(name)
+        shutil.rmtree(self.temp, ignore_errors=True)

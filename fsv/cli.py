@@ -61,7 +61,8 @@ def validate(study_yaml):
 
 @main.command()
 @click.argument("study_dir")
-def status(study_dir):
+@click.option("--hours", is_flag=True, help="also the trial-hours and GPU-hours the records account for")
+def status(study_dir, hours):
     """Cells ok / failed / missing of a study folder."""
     from fsv.records import read_text
     from study.driver import summarize
@@ -69,9 +70,16 @@ def status(study_dir):
     text = read_text(study_dir, "cells.json")
     if text is None:
         raise FsvError(f"{study_dir}: no cells.json here; give DIR/STUDY_NAME of a study that `fsv run` started")
-    cells = json.loads(text)["cells"]
-    s = summarize(study_dir, cells)
+    listing = json.loads(text)
+    s = summarize(study_dir, listing["cells"])
     click.echo(f"{s['ok']} ok, {s['failed']} failed, {s['missing']} missing, {s['total']} cells")
+    if hours:
+        from fsv.cost import study_hours
+        from fsv.records import read_records
+
+        h = study_hours(read_records(study_dir), listing.get("config"))
+        click.echo(f"{h['trial_hours']:.4f} trial-hours, {h['gpu_hours']:.4f} GPU-hours held by trials "
+                   "(x the price of a GPU-hour = the trials' cost; pretraining and idle nodes not included)")
 
 
 @main.command()

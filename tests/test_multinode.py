@@ -138,6 +138,9 @@ def test_small_trials_share_a_declared_gpu(cluster, tmp_path):
     assert len(intervals) == 4 and _overlap(intervals) >= 2, intervals
     frame = __import__("pandas").read_parquet(storage / "gpu" / "records")
     assert set(frame.device) == {"cpu"}  # the declared GPU is Ray's bookkeeping; nothing called CUDA
+    rc, out = _fsv(cluster, "status", str(storage / "gpu"), "--hours")  # the cost: GPU-hours held
+    gpu_hours = float(out.split(" GPU-hours")[0].split()[-1])
+    assert rc == 0 and gpu_hours == pytest.approx(frame.wall_s.sum() * 0.125 / 3600, abs=1e-4), out
     print(f"{_overlap(intervals)} world trials at once on one declared GPU")
 
 

@@ -74,10 +74,10 @@ def status(study_dir, hours):
     s = summarize(study_dir, listing["cells"])
     click.echo(f"{s['ok']} ok, {s['failed']} failed, {s['missing']} missing, {s['total']} cells")
     if hours:
+        from fsv.compaction import read_compacted
         from fsv.cost import study_hours
-        from fsv.records import read_records
 
-        h = study_hours(read_records(study_dir), listing.get("config"))
+        h = study_hours(read_compacted(study_dir), listing.get("config"))
         click.echo(f"{h['trial_hours']:.4f} trial-hours, {h['gpu_hours']:.4f} GPU-hours held by trials "
                    "(x the price of a GPU-hour = the trials' cost; pretraining and idle nodes not included)")
 

@@ -303,7 +303,9 @@ def _record_crashed_trials(study: StudyConfig, root: str, grid, cells: dict) -> 
 
 
 def summarize(root: str, cells: list[dict]) -> dict:
-    frame = read_records(root)
+    from fsv.compaction import read_compacted
+
+    frame = read_compacted(root)
     ids = {c["cell_id"] for c in cells}
     frame = frame[frame["cell_id"].isin(ids)]
     ok = int((frame["status"] == "ok").sum())

@@ -1,6 +1,7 @@
 """How the study-level commands grow with the number of records: `fsv validate` (a study whose
 grid has N cells), `fsv status`, resume (the listing of done cells, `fsv.records.ok_cell_ids`, what
-`fsv run` reads before launching anything) and `fsv analyze`, on synthetic studies of N one-file-
+`fsv run` reads before launching anything; `resume-cold` is the first read, before any compacted
+copy exists, which writes one (`fsv.compaction`); `resume` a later one) and `fsv analyze`, on synthetic studies of N one-file-
 per-cell records (analysis/synthetic.py, replicate seeds scaled to reach N), on a local folder and
 on a local S3 server (moto, in its own process, over HTTP).
 
@@ -113,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--where", nargs="+", default=["local", "s3"], choices=["local", "s3"])
-    parser.add_argument("--commands", nargs="+", default=["validate", "status", "resume", "analyze"])
+    parser.add_argument("--commands", nargs="+", default=["validate", "resume-cold", "status", "resume", "analyze"])
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fsv-scale-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
@@ -139,6 +140,7 @@ def main() -> None:
                         continue
                     seconds = {"validate": lambda: timed(["validate", str(study_yaml(n, tmp))], env),
                                "status": lambda: timed(["status", uri], env),
+                               "resume-cold": lambda: timed_listing(uri, env),  # no compacted copy yet: writes one
                                "resume": lambda: timed_listing(uri, env),
                                "analyze": lambda: timed(["analyze", uri, "--allow-partial", "--out", str(tmp / "a")], env),
                                }[command]()

@@ -139,6 +139,8 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
     study = load_study(path)
     check_storage(storage)
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    if remote:
+        _check_reachable(address or os.environ["RAY_ADDRESS"])
     store = _model_store(storage, models, remote)
     if remote:
         connect(address, verbose)

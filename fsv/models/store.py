@@ -103,6 +103,12 @@ class ModelStore:
 
     def check_writable(self, field: str = "--models") -> None:
         """Refuse (ConfigError) a store this process cannot write: a probe file written and removed."""
+        if "://" not in self.uri:  # a folder: its nearest existing ancestor must be a writable folder
+            existing = next(p for p in [Path(self.uri), *Path(self.uri).parents] if p.exists())
+            if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+                return
+            raise ConfigError(field, self.uri, f"cannot write there ({existing} is not a writable folder); "
+                              "accepted: a writable folder, or s3://BUCKET/… / gs://BUCKET/… these credentials can write")
         probe = self._path(f".fsv-write-probe-{uuid.uuid4().hex[:8]}")
         try:
             self.fs.create_dir(self.base, recursive=True)

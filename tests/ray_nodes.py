@@ -37,7 +37,17 @@ class LocalCluster:
                 "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--block"]
 
     def start(self, name: str, head: bool = False, cpus: int = 0, gpus: int = 0, resources: str = "{}",
-              env: dict | None = None, timeout: float = 90) -> None:
+              env: dict | None = None, timeout: float = 180, tries: int = 3) -> None:
+        """Start a node; a busy machine can time out a worker's first RPCs to the head: try again."""
+        for attempt in range(1, tries + 1):
+            try:
+                return self._start(name, head, cpus, gpus, resources, env, timeout)
+            except RuntimeError:
+                self.kill(name)
+                if attempt == tries or head:
+                    raise
+
+    def _start(self, name, head, cpus, gpus, resources, env, timeout) -> None:
         where = (["--head", "--port", str(self.port), "--include-dashboard", "false", "--temp-dir",
                   self.temp] if head else ["--address", self.address])
         log = self.root / f"{name}.log"

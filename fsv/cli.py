@@ -31,11 +31,13 @@ def main() -> None:
 @click.option("--address", default=None, help="an existing Ray cluster (default: RAY_ADDRESS, else a local one)")
 @click.option("--verbose", is_flag=True, help="Ray's own progress tables and logs")
 @click.option("--no-analyze", is_flag=True, help="skip the analysis at the end")
-def run(study_yaml, storage, address, verbose, no_analyze):
+@click.option("--models", default=None, help="folder, s3://… or gs://… where ladder models are published for every "
+              "node (default on a cluster or remote storage: STORAGE/_models)")
+def run(study_yaml, storage, address, verbose, no_analyze, models):
     """Launch a study, or resume it: only cells without an `ok` record run."""
     from study.driver import run_study
 
-    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None)
+    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None, models=models)
     sys.exit(0 if summary["ok"] == summary["total"] else 1)
 
 
@@ -62,7 +64,8 @@ def validate(study_yaml):
 
 @main.command()
 @click.argument("study_dir")
-def status(study_dir):
+@click.option("--hours", is_flag=True, help="also the trial-hours and GPU-hours the records account for")
+def status(study_dir, hours):
     """Cells ok / failed / missing of a study folder."""
     from fsv.records import read_text
     from study.driver import summarize
@@ -70,9 +73,16 @@ def status(study_dir):
     text = read_text(study_dir, "cells.json")
     if text is None:
         raise FsvError(f"{study_dir}: no cells.json here; give DIR/STUDY_NAME of a study that `fsv run` started")
-    cells = json.loads(text)["cells"]
-    s = summarize(study_dir, cells)
+    listing = json.loads(text)
+    s = summarize(study_dir, listing["cells"])
     click.echo(f"{s['ok']} ok, {s['failed']} failed, {s['missing']} missing, {s['total']} cells")
+    if hours:
+        from fsv.compaction import read_compacted
+        from fsv.cost import study_hours
+
+        h = study_hours(read_compacted(study_dir), listing.get("config"))
+        click.echo(f"{h['trial_hours']:.4f} trial-hours, {h['gpu_hours']:.4f} GPU-hours held by trials "
+                   "(x the price of a GPU-hour = the trials' cost; pretraining and idle nodes not included)")
 
 
 @main.command()

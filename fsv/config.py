@@ -81,6 +81,7 @@ class PretrainSection(Strict):
 class PlacementOverride(Strict):
     zero_stage: int | None = Field(None, ge=0, le=3, description="DeepSpeed ZeRO stage for this model")
     workers: int | None = Field(None, ge=1, description="Ray Train workers per trial for this model")
+    gpu_fraction: float | None = Field(None, gt=0, le=1, description="share of one GPU per trial of this model")
 
 
 class TrainSection(Strict):
@@ -92,7 +93,9 @@ class TrainSection(Strict):
     cpus_per_worker: int = Field(1, ge=1)
     use_gpu: bool = False
     zero_stage: int | None = Field(None, ge=0, le=3, description="DeepSpeed ZeRO stage; default: size table")
-    per_model: dict[str, PlacementOverride] = Field({}, description="model -> {zero_stage, workers}")
+    per_model: dict[str, PlacementOverride] = Field({}, description="model -> {zero_stage, workers, gpu_fraction}")
+    gpu_fraction: float | None = Field(None, gt=0, le=1, description="share of one GPU each single-worker trial "
+                                       "asks for (GPU studies); default: by parameter count (fsv/models/placement.py)")
     precision: Literal["fp32", "bf16"] = "fp32"
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay where a regime does not search it")

@@ -15,7 +15,7 @@ import numpy as np
 
 from fsv.config import TRAINING, StudyConfig
 from fsv.errors import ConfigError, did_you_mean
-from fsv.models.placement import placement
+from fsv.models.placement import gpu_fraction, placement
 from fsv.models.registry import resolve_model
 from fsv.world import World, preset
 
@@ -268,8 +268,11 @@ def search_cells(study: StudyConfig, base: dict, section, seeds: list[int]) -> l
 def train_settings(study: StudyConfig, model: str, spec) -> dict:
     """The cell's `train` settings with its ZeRO stage and workers placed (`fsv.models.placement`)."""
     chosen = placement(spec.params, study.train, model)
-    return {**study.train.model_dump(exclude={"per_model"}), "zero_stage": chosen.zero_stage,
-            "workers": chosen.workers}
+    settings = {**study.train.model_dump(exclude={"per_model", "gpu_fraction"}), "zero_stage": chosen.zero_stage,
+                "workers": chosen.workers}
+    if study.train.use_gpu:  # the share of a GPU each worker asks for (CPU studies' ids stay as they were)
+        settings["gpu_fraction"] = gpu_fraction(spec.params, study.train, model)
+    return settings
 
 
 def training_tasks(study: StudyConfig, regime: str, target: str, seed: int, count: int | None) -> list[list]:

@@ -162,7 +162,10 @@ def read_records(study_dir: str | Path):
 
 
 def ok_cell_ids(study_dir: str | Path) -> set[str]:
-    frame = read_records(study_dir)
+    """The cells with an `ok` record: what a re-run skips (read through the compacted copy)."""
+    from fsv.compaction import read_compacted
+
+    frame = read_compacted(study_dir)
     return set(frame.loc[frame["status"] == "ok", "cell_id"])
 
 
@@ -179,12 +182,14 @@ def local_view(study_dir: str | Path):
     remote, base = _fs(study_dir)
     local = fs.LocalFileSystem()
     with tempfile.TemporaryDirectory(prefix="fsv-study-") as tmp:
-        for name in ("records", "cells.json"):
-            kind = remote.get_file_info(f"{base}/{name}").type
-            if kind == fs.FileType.Directory:
-                Path(tmp, name).mkdir()
-            if kind != fs.FileType.NotFound:
-                fs.copy_files(f"{base}/{name}", f"{tmp}/{name}", source_filesystem=remote, destination_filesystem=local)
+        if remote.get_file_info(f"{base}/records").type == fs.FileType.Directory:
+            from fsv.compaction import read_compacted  # one file, not one GET per record
+
+            Path(tmp, "records").mkdir()
+            frame = read_compacted(study_dir)
+            pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), f"{tmp}/records/all.parquet")
+        if remote.get_file_info(f"{base}/cells.json").type == fs.FileType.File:
+            fs.copy_files(f"{base}/cells.json", f"{tmp}/cells.json", source_filesystem=remote, destination_filesystem=local)
         yield Path(tmp)
         if (Path(tmp) / "analysis").is_dir():
             fs.copy_files(f"{tmp}/analysis", f"{base}/analysis", source_filesystem=local, destination_filesystem=remote)

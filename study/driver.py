@@ -65,7 +65,10 @@ def connect(address: str | None, verbose: bool) -> None:
     quiet = {"log_to_driver": verbose, "logging_level": "INFO" if verbose else "ERROR"}
     if address:
         _check_reachable(address)
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except ConnectionError as exc:
+            raise _auth_error(address, exc) or exc from None
         return
     cpus = os.cpu_count() or 1
     env = {**LOCAL_TRAIN_ENV, **({"DS_ACCELERATOR": "cpu"} if not _has_gpu() else {})}
@@ -77,6 +80,45 @@ def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _auth_error(address: str, exc: Exception) -> ConfigError | None:
+    """A cluster that refused this client's Ray auth token, said as a ConfigError (else None)."""
+    causes, cause = [], exc
+    while cause is not None:  # ray.init raises ConnectionError from ray.exceptions.AuthenticationError
+        causes.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    if not any("AuthenticationError" in c or "InvalidAuthToken" in c for c in causes):
+        return None
+    return ConfigError("--address", address, "the cluster refused this client's Ray auth token (or got none); "
+                       "pass the cluster's token: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=/path/to/token "
+                       "(or RAY_AUTH_TOKEN=<token>), e.g. the file clusters/README.md keeps in ~/.fsv/cluster-secrets")
+
+
+def check_gpus(study: StudyConfig, remote: bool) -> None:
+    """Refuse a study that asks for GPUs where the cluster has none (and its autoscaler, if any,
+    could start none). On a remote cluster call after `connect`."""
+    asks = [f for f, on in (("train.use_gpu", study.train.use_gpu), ("pretrain.use_gpu", study.pretrain.use_gpu)) if on]
+    if not asks:
+        return
+    gpus = _cluster_gpus() if remote else (1 if _has_gpu() else 0)
+    if not gpus:
+        where = "the Ray cluster at --address" if remote else "this machine (torch sees no CUDA device)"
+        raise ConfigError(asks[0], True, f"{where} has no GPUs and can start none; accepted: false, or a "
+                          "cluster with GPU nodes (or an autoscaler whose node types declare GPUs)")
+
+
+def _cluster_gpus() -> float:
+    import ray
+
+    now = ray.cluster_resources().get("GPU", 0)
+    try:  # an autoscaling cluster whose GPU workers scale from zero: the most it could start
+        from ray._private.state import state
+
+        most = (state.get_max_resources_from_cluster_config() or {}).get("GPU", 0)
+    except Exception:  # noqa: BLE001 - no autoscaler config: the nodes there now are the cluster
+        most = 0
+    return max(now, most)
 
 
 def _check_reachable(address: str) -> None:
@@ -95,11 +137,16 @@ def _check_reachable(address: str) -> None:
 
 
 def run_study(path: str, storage: str = "results", address: str | None = None, verbose: bool = False,
-              analyze: bool | None = None) -> dict:
+              analyze: bool | None = None, models: str | None = None) -> dict:
     study = load_study(path)
     check_storage(storage)
-    if address or os.environ.get("RAY_ADDRESS"):
+    remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    if remote:
         _check_reachable(address or os.environ["RAY_ADDRESS"])
+    store = _model_store(storage, models, remote)
+    if remote:
+        connect(address, verbose)
+    check_gpus(study, remote)
     root = study_dir(storage, study.name)
     cells = known_cells(expand(study), read_records(root))
     done = ok_cell_ids(root)
@@ -115,8 +162,8 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
         from fsv.tracking import Tracker
 
         tracker = Tracker(study.wandb.model_dump(), study.name, root)
-        ensure_models(study, todo, tracker)
-    cells = _trials_then_scores(study, root, cells, todo, address, verbose)
+        ensure_models(study, todo, tracker, store)
+    cells = _trials_then_scores(study, root, cells, todo, address, verbose, store)
     summary = summarize(root, cells)
     summary["wall_s"] = time.time() - started
     say(f"study {study.name}: {summary['ok']} ok, {summary['failed']} failed, {summary['missing']} missing "
@@ -132,15 +179,16 @@ def is_trial(cell: dict) -> bool:
     return cell.get("phase") == "select" or cell["regime"] in IN_CONTEXT
 
 
-def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: list[dict], address, verbose) -> list[dict]:
+def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: list[dict], address, verbose,
+                        store=None) -> list[dict]:
     """Run the trials, then derive the scored training records; a grid whose choice sits on its edge
     runs its widened trials and is scored again (at most `search.widen` rounds)."""
     for _ in range(study.search.widen + 1):
         if todo:
-            _run_trials(study, root, todo, verbose)
+            _run_trials(study, root, todo, verbose, store)
         if plans(cells):
             connect(address, verbose)
-            run_searches(study, root, cells, _trial_env(study, root, todo), lambda c: _resources(c, study.train.use_gpu), verbose)
+            run_searches(study, root, cells, _trial_env(study, root, todo, store), lambda c: _resources(c, study.train), verbose)
             cells = known_cells(cells, read_records(root))
         todo = measure_groups(study, root, cells)
         if not todo:
@@ -160,9 +208,23 @@ def _write_cells(root: str, study: StudyConfig, cells: list[dict]) -> None:
     write_text(root, "cells.json", json.dumps(payload, indent=1, default=str))
 
 
-def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
-    """Pretrain (under Ray Train + DeepSpeed) every ladder model the cells need and the cache
-    lacks, as many at once as the cluster's CPUs (or GPUs) allow, largest first."""
+def _model_store(storage: str, models: str | None, remote: bool):
+    """The model store (`fsv.models.store`) every node fetches ladder models from: `--models`, else
+    STORAGE/_models, on a cluster (`--address`) or remote storage; None for a local run on local
+    storage, where this node's cache is the only one. Refused (exit 2) if it cannot be written."""
+    from fsv.models.store import ModelStore, models_uri
+
+    if not (models or remote or "://" in storage):
+        return None
+    store = ModelStore(models_uri(storage, models))
+    store.check_writable("--models" if models else "--storage")
+    return store
+
+
+def ensure_models(study: StudyConfig, cells: list[dict], tracker, store=None) -> None:
+    """Every ladder model the cells need, good in this node's cache and published to the store:
+    fetched from the store, or pretrained (under Ray Train + DeepSpeed) and published, as many at
+    once as the cluster's CPUs (or GPUs) allow, largest first. A damaged copy is named and replaced."""
     from concurrent.futures import ThreadPoolExecutor
 
     import ray
@@ -170,11 +232,13 @@ def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
     from fsv.models.cache import is_cached, ladder_dir
     from fsv.models.ladder import LADDER
     from fsv.models.load import pretrain_world_model
+    from fsv.models.store import prepare
 
     world = world_of(study).config.model_dump()
     pretrain = study.pretrain.model_dump(exclude={"seeds"})
     needed = {(c["model"], c["pretrain_seed"]) for c in cells if c["pretrain_seed"] is not None}
-    missing = [(m, s) for m, s in needed if not is_cached(ladder_dir(m, world, pretrain, s), study.pretrain.checkpoints)]
+    missing = [(m, s) for m, s in needed if not (prepare(ladder_dir(m, world, pretrain, s), store, Progress.say)
+                                                 and is_cached(ladder_dir(m, world, pretrain, s), study.pretrain.checkpoints))]
     if not missing:
         return
     missing.sort(key=lambda ms: (-LADDER[ms[0]].n_layers * LADDER[ms[0]].d_model ** 2, ms[1]))
@@ -182,12 +246,16 @@ def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
     per_job = study.pretrain.workers * (1 if study.pretrain.use_gpu else study.pretrain.cpus_per_worker)
     parallel = max(1, int(ray.cluster_resources().get(unit, 1)) // per_job)
     Progress.say(f"pretraining {len(missing)} ladder model(s), {parallel} at a time, {study.pretrain.steps} steps each")
+    train_storage = f"{store.uri}/_ray" if store else None  # every node reaches it
 
     def one(job):
         name, seed = job
         t0 = time.time()
-        pretrain_world_model(name, world, pretrain, seed, tracker)
-        Progress.say(f"pretrained {name} (pretrain seed {seed}) in {time.time() - t0:.0f} s")
+        path = pretrain_world_model(name, world, pretrain, seed, tracker, train_storage)
+        if store:
+            store.publish(path)
+        Progress.say(f"pretrained {name} (pretrain seed {seed}) in {time.time() - t0:.0f} s"
+                     + (f", published to {store.uri}" if store else ""))
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(one, missing))
@@ -201,22 +269,28 @@ def bayes_table(study: StudyConfig, cells: list[dict]) -> dict[int, float]:
     return {k: float(bayes_accuracy(world, k)[0]) for k in ks}
 
 
-def _resources(cell: dict, use_gpu: bool) -> dict:
-    """An in-context trial computes itself (a CPU, and a GPU on GPU studies); a training trial only
-    drives its TorchTrainer, so it holds the custom resource and leaves the CPUs to its workers."""
+def _resources(cell: dict, train) -> dict:
+    """An in-context trial computes itself (a CPU, and on GPU studies the share of a GPU its model
+    needs, `fsv.models.placement.gpu_fraction`); a training trial only drives its TorchTrainer, so
+    it holds the custom resource and leaves the CPUs (and GPUs) to its workers."""
     if cell["train"] is not None:
         return {TRIAL_DRIVER: 1}
-    return {"CPU": 1, "GPU": 1} if use_gpu else {"CPU": 1}
+    if not train.use_gpu:
+        return {"CPU": 1}
+    from fsv.models.placement import gpu_fraction
+    from fsv.models.registry import resolve_model
+
+    return {"CPU": 1, "GPU": gpu_fraction(resolve_model(cell["model"]).params, train, cell["model"])}
 
 
-def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) -> None:
+def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, store=None) -> None:
     import ray
     from ray import tune
 
     cells = {c["cell_id"]: c for c in todo}
-    env = _trial_env(study, root, todo)
+    env = _trial_env(study, root, todo, store)
     trainable = tune.with_resources(tune.with_parameters(run_trial, cells=cells, env=env),
-                                    lambda config: _resources(cells[config["cell_id"]], study.train.use_gpu))
+                                    lambda config: _resources(cells[config["cell_id"]], study.train))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     per_trial = max(1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in todo)
     progress = Progress(len(todo))
@@ -239,11 +313,12 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
     _record_crashed_trials(study, root, grid, cells)
 
 
-def _trial_env(study: StudyConfig, root: str, cells: list[dict]) -> dict:
-    """What every trial needs to know of its study (name, folder, Bayes table, W&B, retries)."""
+def _trial_env(study: StudyConfig, root: str, cells: list[dict], store=None) -> dict:
+    """What every trial needs to know of its study (name, folder, Bayes table, W&B, retries, the
+    model store its node fetches ladder models from)."""
     return {"study": study.name, "study_dir": root, "bayes": bayes_table(study, cells),
             "wandb": study.wandb.model_dump(), "retries": study.retries, "trust_remote_code": study.trust_remote_code,
-            "tune_storage": _tune_storage(root)}
+            "tune_storage": _tune_storage(root), "models": store.uri if store else None}
 
 
 def _tune_storage(root: str) -> str:
@@ -268,7 +343,9 @@ def _record_crashed_trials(study: StudyConfig, root: str, grid, cells: dict) -> 
 
 
 def summarize(root: str, cells: list[dict]) -> dict:
-    frame = read_records(root)
+    from fsv.compaction import read_compacted
+
+    frame = read_compacted(root)
     ids = {c["cell_id"] for c in cells if c.get("phase") != "search"}  # a search plan has no record of its own
     frame = frame[frame["cell_id"].isin(ids)]
     ok = int((frame["status"] == "ok").sum())

@@ -41,7 +41,7 @@ def attempt(cell: dict, env: dict) -> dict:
     for attempt in range(1, env["retries"] + 2):
         with tempfile.TemporaryDirectory(prefix="fsv-trial-") as scratch:
             ctx = TrialContext(cell, env["study_dir"], Path(scratch), env["bayes"], attempt,
-                               env.get("trust_remote_code", False))
+                               env.get("trust_remote_code", False), env.get("models"))
             try:
                 with tracker.trial(cell, attempt) as run:
                     fields = regime_module(cell["regime"]).run(cell, ctx)
@@ -63,4 +63,5 @@ def run_trial(config: dict, cells: dict, env: dict) -> None:
 
     record = attempt(cells[config["cell_id"]], env)
     write_record(env["study_dir"], record)
-    tune.report({"status_ok": int(record["status"] == "ok"), "accuracy": record.get("accuracy") or float("nan")})
+    tune.report({"status_ok": int(record["status"] == "ok"), "accuracy": record.get("accuracy") or float("nan"),
+                 "trial_start": started, "trial_end": time.time()})  # when it held its resources

@@ -20,6 +20,7 @@ def test_pretraining_under_deepspeed_in_ray_train_lowers_the_loss(tiny_model):
     assert np.mean(curve[-5:]) < np.mean(curve[:5]) - 0.3
     marker = read_marker(tiny_model)
     assert marker["params"] > 10_000 and marker["train_tokens"] == 40 * 16 * 48
+    assert "model.safetensors" in marker["files"]  # every file's SHA-256, checked before each use
 
 
 def test_model_and_tokenizer_round_trip_through_save_pretrained(tiny_model):

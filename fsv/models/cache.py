@@ -1,6 +1,13 @@
-"""Where ladder models live: `$FSV_CACHE/models/<name>-<hash>/`, the hash over (world, model,
-pretraining) configs and the pretraining seed. A model directory is complete only when its
-`fsv-model.json` exists (written last), so an interrupted pretraining is never mistaken for a model."""
+"""Where models live on a node: `$FSV_CACHE/models/<name>-s<seed>-<hash>/`, the hash over (world,
+model, pretraining) configs and the pretraining seed; a pretraining checkpoint used as a model
+instance is the same key plus its step (`<name>-s<seed>-<hash>-step<N>`). A model directory is
+complete only when its marker `fsv-model.json` exists (written last), so an interrupted pretraining
+is never mistaken for a model, and the marker holds the SHA-256 and size of every file beside it,
+so a directory whose weights do not match their marker (a torn copy, a damaged disk, a file edited
+by hand) is detected and named instead of loaded (`verify`).
+
+A marker written before checksums existed is trusted once: its checksums are added on first
+verification (the directory was complete by the marker rule), and checked from then on."""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from pathlib import Path
 from fsv.models.ladder import LADDER
 
 MARKER = "fsv-model.json"
+CHUNK = 1 << 22
 
 
 def cache_root() -> Path:
@@ -53,3 +61,54 @@ def instance_dir(path: Path, checkpoint: int | None) -> Path:
 
 def read_marker(path: Path) -> dict:
     return json.loads((path / MARKER).read_text())
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digests(path: Path) -> dict[str, dict]:
+    """{relative name: {"sha256", "bytes"}} of every file of a model directory but its marker."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != MARKER)
+    return {str(p.relative_to(path)): {"sha256": file_digest(p), "bytes": p.stat().st_size} for p in files}
+
+
+def write_marker(path: Path, marker: dict) -> dict:
+    """Complete a model directory: its marker, with the checksum of every file, written last."""
+    marker = {**marker, "files": digests(path)}
+    tmp = Path(path) / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=1))
+    os.replace(tmp, Path(path) / MARKER)
+    return marker
+
+
+def mismatch(path: Path, files: dict[str, dict]) -> str | None:
+    """What in `path` differs from the checksums `files` (None: nothing)."""
+    for name, want in files.items():
+        file = Path(path) / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != want["bytes"]:
+            return f"{name} has {file.stat().st_size} bytes, its marker says {want['bytes']}"
+        if file_digest(file) != want["sha256"]:
+            return f"{name} does not match the SHA-256 in its marker"
+    return None
+
+
+def verify(path: Path) -> str | None:
+    """None if `path` is a complete model whose files match its marker; else what is wrong."""
+    path = Path(path)
+    if not is_cached(path):
+        return f"no {MARKER} in {path} (never finished, or not there)"
+    try:
+        marker = read_marker(path)
+    except (OSError, ValueError) as exc:
+        return f"{path / MARKER} is unreadable ({exc})"
+    if "files" not in marker:  # an older marker: trusted once, checked from now on
+        write_marker(path, marker)
+        return None
+    return mismatch(path, marker["files"])

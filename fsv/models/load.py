@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fsv.models.cache import MARKER, cache_root, instance_dir, is_cached, ladder_dir, pretrain_lr
+from fsv.models.cache import cache_root, instance_dir, is_cached, ladder_dir, pretrain_lr, verify, write_marker
 
 
 def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
@@ -29,20 +29,23 @@ def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
     }
 
 
-def pretrain_world_model(name: str, world: dict, pretrain: dict, seed: int, tracker=None) -> Path:
-    """Pretrain one ladder model under Ray Train + DeepSpeed and store it in the cache."""
+def pretrain_world_model(name: str, world: dict, pretrain: dict, seed: int, tracker=None,
+                         train_storage: str | None = None) -> Path:
+    """Pretrain one ladder model under Ray Train + DeepSpeed and store it in the cache, its marker
+    (with the checksum of every file) last. `train_storage`: Ray Train's storage for the job, which
+    must be reachable from every node on a multi-node cluster (default: this node's cache)."""
     from fsv.models.tokenizer import world_tokenizer
     from fsv.train.launch import fit
     from fsv.world import World, WorldConfig
 
     dest = ladder_dir(name, world, pretrain, seed)
     checkpoints = pretrain.get("checkpoints", [])
-    if is_cached(dest, checkpoints):
+    if verify(dest) is None and is_cached(dest, checkpoints):
         return dest
     started = time.time()
     config = pretrain_config(name, world, pretrain, seed)
     staging = dest.with_name(dest.name + ".partial")
-    metrics = fit(config, str(cache_root() / "ray"), f"pretrain-{dest.name}", staging)
+    metrics = fit(config, train_storage or str(cache_root() / "ray"), f"pretrain-{dest.name}", staging)
     tokenizer = world_tokenizer(World(WorldConfig(**world)))
     for folder in [staging, *(instance_dir(staging, c) for c in checkpoints)]:
         tokenizer.save_pretrained(folder)
@@ -53,7 +56,7 @@ def pretrain_world_model(name: str, world: dict, pretrain: dict, seed: int, trac
               "final_loss": curve[-1], "world": world, "pretrain": pretrain, **{k: metrics[k] for k in ("train_s", "train_tokens")}}
     if tracker:
         tracker.log_pretraining(name, seed, curve, marker)
-    (staging / MARKER).write_text(json.dumps(marker, indent=1))
+    write_marker(staging, marker)
     if dest.exists():
         import shutil
 

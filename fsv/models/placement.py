@@ -11,6 +11,16 @@ holds one copy of the weights per node at most, never one per worker.
 
 Precedence, per model: `train.per_model[model]` > the study's `train.zero_stage` / `train.workers` >
 this table. The choice lands in each cell (so in its id) and in each record (`zero_stage`, `workers`).
+
+Small models share a GPU (`GPU_SHARE`): a trial asks Ray for the fraction of one GPU its model
+needs, so several run on one card at once. Ray's fractional GPUs are bookkeeping only (nothing caps
+a process's memory), so each row leaves a wide margin: its largest model's 16 B/param plus the
+activations of a batch of few-shot prompts plus a CUDA context (~0.5 GB per process) stays under
+the fraction of a 24 GB card (A10G, L4: the smallest GPU in `clusters/`). Measured on an H100: a
+1M-parameter world model used 0.1-1.9 % of the GPU, so eight at once still leave it mostly idle;
+more than eight per card would crowd its CPU threads (a GPU node has 4-12 vCPUs per GPU) rather
+than the GPU. A trial of several workers always holds whole GPUs (NCCL puts one rank per device).
+Precedence as above: `train.per_model[model].gpu_fraction` > `train.gpu_fraction` > `GPU_SHARE`.
 """
 
 from __future__ import annotations
@@ -71,3 +81,29 @@ def placement(params: int | None, train, model: str) -> Placement:
         workers = workers if override.workers is None else override.workers
         source = "per_model"
     return Placement(stage, workers, source)
+
+
+# (parameters below, fraction of one GPU per single-worker trial)
+GPU_SHARE: list[tuple[float, float]] = [
+    # the world ladder (<= 25M) and tiny test models: 16 B x 25M = 0.4 GB + activations + context < 3 GB
+    (30e6, 0.125),
+    # Pythia 70m/160m, SmolLM2-135M: 16 B x 200M = 3.2 GB + activations + context < 6 GB
+    (200e6, 0.25),
+    # Pythia 410m, SmolLM2-360M, Qwen2.5-0.5B: 16 B x 0.5B = 8 GB + activations < 12 GB
+    (1e9, 0.5),
+    (math.inf, 1.0),
+]
+
+
+def gpu_fraction(params: int | None, train, model: str) -> float:
+    """The share of one GPU a trial of `model` asks for under a study's `train` section. `None`
+    params is a world-ladder model (the first row)."""
+    if placement(params, train, model).workers > 1:
+        return 1.0
+    override = train.per_model.get(model)
+    if override is not None and override.gpu_fraction is not None:
+        return override.gpu_fraction
+    if train.gpu_fraction is not None:
+        return train.gpu_fraction
+    size = 0 if params is None else params
+    return next(share for bound, share in GPU_SHARE if size < bound)

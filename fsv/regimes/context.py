@@ -19,6 +19,7 @@ class TrialContext:
     bayes: dict  # {k: bayes_accuracy} for the study's world, computed once by the driver
     attempt: int = 1
     trust_remote_code: bool = False  # the study's permission for models that ship their own code
+    models: str | None = None  # the model store's URI (fsv.models.store), where ladder models are published
 
     @property
     def train_storage(self) -> str:
@@ -39,11 +40,14 @@ class TrialContext:
         spec = resolve_model(self.cell["model"])
         if not spec.is_world:
             return spec.name
-        root = ladder_dir(spec.name, self.world_config, self.cell["pretrain"], self.cell["pretrain_seed"])
-        step = self.cell.get("checkpoint")
-        if not is_cached(root, [step] if step else []):
-            raise RuntimeError(f"ladder model {self.cell.get('instance', spec.name)} is not in the cache at "
-                               f"{instance_dir(root, step)}; `fsv run` pretrains it before the trials start")
+        from fsv.models.store import local_model
+
+        seed, step = self.cell["pretrain_seed"], self.cell.get("checkpoint")
+        root = ladder_dir(spec.name, self.world_config, self.cell["pretrain"], seed)
+        root = local_model(root, self.models, f"ladder model {spec.name} (pretrain seed {seed})")  # this node's, else fetched
+        if not is_cached(root, [step] if step is not None else []):
+            raise RuntimeError(f"ladder model {self.cell.get('instance', spec.name)} has no checkpoint at step {step} "
+                               f"in {root}; `fsv run` pretrains it with the study's checkpoints before the trials start")
         return str(instance_dir(root, step))
 
     def load_base(self):

@@ -20,7 +20,7 @@ def scaling_config(train: dict):
 
     resources = {"CPU": train["cpus_per_worker"]}
     if train["use_gpu"]:
-        resources["GPU"] = 1
+        resources["GPU"] = train.get("gpu_fraction", 1)  # a small model's trial shares its GPU
     return ScalingConfig(num_workers=train["workers"], use_gpu=train["use_gpu"], resources_per_worker=resources)
 
 

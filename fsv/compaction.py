@@ -1,0 +1,98 @@
+"""Reading a study of 10^5 records fast: a compacted copy of the one-file-per-cell records.
+
+The records stay as they are written, one Parquet file per cell (`records/<cell_id>.parquet`,
+`fsv.records`); they remain the truth, and `pandas.read_parquet("STUDY/records")` still reads
+them in one line. Beside them, `records/_compact/part-<id>.parquet` holds the same rows, each with
+the size and modification time its cell's file had when it was compacted (pyarrow, pandas and
+fsv's own reader skip `_`-prefixed folders, so the copy is never read twice). `read_compacted`
+lists the records folder once and takes a compacted row only while its cell's file is unchanged
+(same size and mtime); files that are new or rewritten since, and only those, are read
+themselves, so the newest record of a cell always wins and a deleted file drops its cell. When
+more than `COMPACT_AT` files were read that way, a new part replacing the old ones is written
+(the driver's resume listing and end-of-study summary, and `fsv status`, do this; a reader that
+cannot write, e.g. `fsv status` with read-only credentials, just skips it).
+
+Measured (benchmarks/scale.py, 2 shared cores, moto S3): reading 10^4 one-file records took
+~67 s locally and ~99 s on S3, 9-14x the time of 10^3, i.e. one GET/open per file; a study of
+10^5 would spend its resume listing in minutes of GETs. With the compacted copy a read is one
+listing (1000 names per request on S3) plus a few large files.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fsv.records import SCHEMA, _fs
+
+COMPACT = "_compact"
+COMPACT_AT = 500  # files read one by one before a new compacted part is written
+VERSION = [("_size", pa.int64()), ("_mtime_ns", pa.int64())]
+
+
+def _listing(filesystem, base: str) -> dict[str, tuple[int, int]]:
+    """{file name: (size, mtime_ns)} of the per-cell record files."""
+    from pyarrow import fs
+
+    infos = filesystem.get_file_info(fs.FileSelector(f"{base}/records", allow_not_found=True))
+    return {i.base_name: (i.size, i.mtime_ns or 0) for i in infos
+            if i.type == fs.FileType.File and i.base_name.endswith(".parquet") and i.base_name[0] not in "._"}
+
+
+def _parts(filesystem, base: str) -> list[str]:
+    from pyarrow import fs
+
+    infos = filesystem.get_file_info(fs.FileSelector(f"{base}/records/{COMPACT}", allow_not_found=True))
+    return sorted(i.path for i in infos if i.base_name.startswith("part-") and i.base_name.endswith(".parquet"))
+
+
+def _read_files(filesystem, paths: list[str]) -> pa.Table:
+    import pyarrow.dataset as ds
+
+    if not paths:
+        return SCHEMA.empty_table()
+    return ds.dataset(paths, format="parquet", filesystem=filesystem, schema=SCHEMA).to_table()
+
+
+def read_compacted(study_dir, refresh: bool = True):
+    """All records of a study as a DataFrame (as `fsv.records.read_records`), read through the
+    compacted copy; `refresh`: write a new compacted part when many files were read one by one."""
+    filesystem, base = _fs(study_dir)
+    files = _listing(filesystem, base)
+    kept, covered = [], set()
+    for part in _parts(filesystem, base):
+        try:
+            table = pq.read_table(part, filesystem=filesystem)
+        except (OSError, pa.ArrowInvalid):  # replaced meanwhile: its cells are read one by one below
+            continue
+        names = [f"{c}.parquet" for c in table["cell_id"].to_pylist()]
+        versions = zip(table["_size"].to_pylist(), table["_mtime_ns"].to_pylist())
+        mask = [files.get(n) == v and n not in covered for n, v in zip(names, versions)]
+        covered.update(n for n, m in zip(names, mask) if m)
+        kept.append(table.filter(pa.array(mask, pa.bool_())).select(SCHEMA.names))
+    fresh = sorted(set(files) - covered)
+    table = pa.concat_tables([*kept, _read_files(filesystem, [f"{base}/records/{n}" for n in fresh])])
+    if refresh and len(fresh) >= COMPACT_AT:
+        try:
+            _write_part(filesystem, base, table, files)
+        except OSError:  # read-only credentials, a full disk: the read itself is still right
+            pass
+    return table.to_pandas()
+
+
+def _write_part(filesystem, base: str, table: pa.Table, files: dict) -> None:
+    """One new part holding `table` with each row's file version; the older parts removed after."""
+    old = _parts(filesystem, base)
+    versions = [files.get(f"{c}.parquet", (-1, -1)) for c in table["cell_id"].to_pylist()]
+    table = table.append_column(pa.field(*VERSION[0]), pa.array([v[0] for v in versions], pa.int64()))
+    table = table.append_column(pa.field(*VERSION[1]), pa.array([v[1] for v in versions], pa.int64()))
+    filesystem.create_dir(f"{base}/records/{COMPACT}", recursive=True)
+    part = f"part-{uuid.uuid4().hex[:12]}.parquet"
+    staging = f"{base}/records/{COMPACT}/.{part}.tmp"  # a local file appears whole (a PUT does anyway)
+    with filesystem.open_output_stream(staging) as out:
+        pq.write_table(table, out)
+    filesystem.move(staging, f"{base}/records/{COMPACT}/{part}")
+    for path in old:
+        filesystem.delete_file(path)

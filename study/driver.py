@@ -19,7 +19,7 @@ from fsv.config import StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
 from fsv.records import list_names, local_view, ok_cell_ids, read_records, write_record, write_text
-from study.progress import Progress
+from study.progress import PretrainProgress, Progress
 from study.trial import base_record, run_trial
 
 TRIAL_DRIVER = "fsv_trial_driver"  # custom resource a training trial holds instead of a CPU
@@ -159,7 +159,7 @@ def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
         pretrain_world_model(name, world, pretrain, seed, tracker)
         Progress.say(f"pretrained {name} (pretrain seed {seed}) in {time.time() - t0:.0f} s")
 
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    with PretrainProgress(), ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(one, missing))
 
 
@@ -189,26 +189,51 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
            "trust_remote_code": study.trust_remote_code}
     trainable = tune.with_resources(tune.with_parameters(run_trial, cells=cells, env=env),
                                     lambda config: _resources(cells[config["cell_id"]], study.train.use_gpu))
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    per_trial = max(1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in todo)
-    progress = Progress(len(todo))
+    pools, concurrent = _training_pools(todo)
+    progress = Progress(todo)
     if not verbose:  # Tune's new console output prints its tables even when silent; ours replaces them
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,
         param_space={"cell_id": tune.grid_search(list(cells))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max(1, cpus // per_trial), reuse_actors=True),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=_attempt_name(root), storage_path=_tune_storage(root), verbose=2 if verbose else 0,
             callbacks=[progress], failure_config=tune.FailureConfig(max_failures=study.retries),
         ),
     )
+    from fsv.train.service import TrainService
+
+    service = TrainService(pools, f"{root}/train")  # before the trials: their fit() finds it by name
     try:
         grid = tuner.fit()
     except KeyboardInterrupt:
         Progress.say("interrupted; records written so far are kept; run the same command to resume")
         raise
+    finally:
+        service.stop()
     _record_crashed_trials(study, root, grid, cells)
+
+
+def _training_pools(todo: list[dict]) -> tuple[list, int]:
+    """(servers per training placement, max concurrent trials). Servers hold their workers' CPUs
+    for the whole run (`fsv.train.service.pool_sizes` leaves 1 CPU to in-context trials); a trial
+    whose cell a server trains holds no CPU, so each server gets one trial feeding it, and the CPUs
+    left run the other trials: 2 cores, 1-worker training + in-context cells -> 1 server + 1 CPU
+    -> 2 trials at a time; training only -> 2 servers -> 2. FSV_TRAIN_SERVICE=0: one fit per cell."""
+    import ray
+
+    from fsv.train.service import PER_FIT_REGIMES, placement, pool_sizes
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    pools = pool_sizes(todo, cpus, gpus) if os.environ.get("FSV_TRAIN_SERVICE", "1") != "0" else []
+    served = {placement(t) for t, _ in pools}
+    held = sum(n * t["workers"] * t["cpus_per_worker"] for t, n in pools)
+    alone = [c for c in todo if c["train"] is None or c["regime"] in PER_FIT_REGIMES or placement(c["train"]) not in served]
+    per_trial = max((1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in alone),
+                    default=1)
+    return pools, max(1, sum(n for _, n in pools) + max(0, cpus - held) // per_trial)
 
 
 def _tune_storage(root: str) -> str:

@@ -20,6 +20,8 @@ How it stays correct:
 - a crashed worker (or any failure of the worker group) ends that server's `fit()`; the queue puts
   back only the cell that server held (at most `MAX_DELIVERIES` times, then it is failed), and a new
   generation starts. Other servers' cells are untouched.
+- trl's loops (rlhf) are not served (`PER_FIT_REGIMES`): they get a fit each, and `pool_sizes`
+  leaves them the CPUs they need.
 - the queue is a named actor per placement (workers, ZeRO stage, GPU, CPUs per worker) in the
   driver's job, owned by the driver: `launch.fit` finds it by name, or falls back to a fit of its own.
 """
@@ -36,6 +38,9 @@ NAMESPACE = "fsv"
 RETIRE_AFTER = 40  # cells per server generation: bounds the per-engine leak (measured in the report)
 MAX_DELIVERIES = 2  # a cell whose server dies twice under it is failed, not retried for ever
 SERVED_LOOPS = {"fsv.train.worker:train_loop_per_worker"}  # re-entrant per-worker loops
+# Regimes whose cells run a per-worker loop of their own (trl's DPOTrainer builds an accelerate
+# state per trainer; not served, not tried): they get one fit each, and the pool leaves them room.
+PER_FIT_REGIMES = {"rlhf"}
 
 
 def placement(train: dict) -> str:
@@ -83,6 +88,7 @@ class CellQueue:
         self.pending, self.configs, self.outcomes = deque(), {}, {}
         self.in_flight: dict[str, tuple[str, int]] = {}  # key -> (server, pid of its rank 0)
         self.deliveries: dict[str, int] = {}
+        self.pids: dict[str, int] = {}  # server -> pid of its rank 0 (to watch its memory, or kill it)
         self.stopped = False
         self.changed = asyncio.Condition()
 
@@ -103,7 +109,7 @@ class CellQueue:
             if self.stopped:
                 return ("stop",)
             key = self.pending.popleft()
-            self.in_flight[key] = (server, pid)
+            self.in_flight[key], self.pids[server] = (server, pid), pid
             self.deliveries[key] += 1
             return ("cell", key, self.configs[key])
 
@@ -141,7 +147,8 @@ class CellQueue:
         return self.stopped
 
     def state(self) -> dict:
-        return {"pending": list(self.pending), "in_flight": dict(self.in_flight), "deliveries": dict(self.deliveries)}
+        return {"pending": list(self.pending), "in_flight": dict(self.in_flight), "deliveries": dict(self.deliveries),
+                "pids": dict(self.pids)}
 
 
 def serve_cells(config: dict) -> None:
@@ -248,6 +255,8 @@ class TrainService:
         """Tell the servers to finish; wait for their generations to end; free the actors."""
         import ray
 
+        if not self.queues:
+            return []
         ray.get([q.stop.remote() for q in self.queues])
         done, _ = ray.wait(self.runs, num_returns=len(self.runs), timeout=timeout_s)
         reports = [ray.get(r) for r in done]
@@ -265,29 +274,32 @@ class TrainService:
 def pool_sizes(cells: list[dict], cpus: int, gpus: int) -> list[tuple[dict, int]]:
     """How many servers each training placement gets, given the cluster's CPUs and GPUs.
 
-    A server's workers hold their CPUs (GPUs) for the service's lifetime, so the pool leaves:
-    - 1 CPU (and 1 GPU on a GPU cluster) for in-context trials when the run has any: each holds
-      one, and with every CPU in a server they would wait for ever;
-    - room for the largest placement left without a server (it falls back to a fit of its own).
+    A server's workers hold their CPUs (GPUs) for the service's lifetime, so the pool leaves enough
+    for the largest of what must still run beside it: an in-context trial (1 CPU, and 1 GPU on a
+    GPU cluster: with every CPU in a server it would wait for ever), a cell of a regime not served
+    (rlhf) or of a placement left without a server (each a fit of its own).
     On 2 cores, 1-worker cells: training only -> 2 servers (2 cells at a time, as with one fit per
-    cell); training and in-context cells -> 1 server + 1 CPU for the in-context trials (training
-    cells then run one at a time, at ~0.5 s of fixed cost each instead of ~20 s).
+    cell); training with in-context or rlhf cells -> 1 server + 1 CPU for those (served cells then
+    train one at a time, at ~0.5 s of fixed cost each instead of ~20 s).
     Placements take turns, the most common first, one server per turn, never more than their cells.
     """
     from collections import Counter
 
-    trains = {placement(c["train"]): c["train"] for c in cells if c.get("train") is not None}
-    counts = Counter(placement(c["train"]) for c in cells if c.get("train") is not None)
-    in_context = any(c.get("train") is None for c in cells)
-    left = {"CPU": cpus - in_context, "GPU": gpus - (in_context and gpus > 0)}
-    holds = {k: {"CPU": t["workers"] * t["cpus_per_worker"], "GPU": t["workers"] if t["use_gpu"] else 0}
-             for k, t in trains.items()}
+    def holds(t: dict) -> dict:
+        return {"CPU": t["workers"] * t["cpus_per_worker"], "GPU": t["workers"] if t["use_gpu"] else 0}
+
+    served = [c for c in cells if c.get("train") is not None and c["regime"] not in PER_FIT_REGIMES]
+    trains = {placement(c["train"]): c["train"] for c in served}
+    counts = Counter(placement(c["train"]) for c in served)
+    beside = [holds(c["train"]) for c in cells if c.get("train") is not None and c["regime"] in PER_FIT_REGIMES]
+    beside += [{"CPU": 1, "GPU": int(gpus > 0)}] if any(c.get("train") is None for c in cells) else []
+    left = {"CPU": cpus, "GPU": gpus}
     sizes = Counter()
     while True:
         added = False
         for key, count in counts.most_common():
-            after = {u: left[u] - holds[key][u] for u in left}
-            unserved = [holds[k] for k in trains if not sizes[k] and k != key]
+            after = {u: left[u] - holds(trains[key])[u] for u in left}
+            unserved = beside + [holds(trains[k]) for k in trains if not sizes[k] and k != key]
             fits = all(after[u] >= max([h[u] for h in unserved], default=0) for u in after)
             if sizes[key] < count and fits:
                 sizes[key], left, added = sizes[key] + 1, after, True

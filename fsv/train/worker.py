@@ -132,7 +132,7 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
         config=config["deepspeed"], dist_init_required=False,
     )
     t_first = time.time()
-    curve, tokens = _run_steps(engine, job, config)
+    curve, tokens = _run_steps(engine, job, config, rank)
     train_s = time.time() - t_first
     stage3 = config["train"]["zero_stage"] == 3
     with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage3):
@@ -152,18 +152,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run_steps(engine, job: TrainJob, config: dict) -> tuple[list[float], int]:
+def _run_steps(engine, job: TrainJob, config: dict, rank: int = 0) -> tuple[list[float], int]:
     import torch
 
-    device = engine.device
+    from fsv.train.steps import reporter
+
+    device, tick = engine.device, reporter(config, rank, job.steps)
     curve, tokens = [], 0
-    for _, batch in zip(range(job.steps), job.batches):
+    for step, batch in zip(range(1, job.steps + 1), job.batches):
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         loss = job.extra["loss"](engine, batch) if "loss" in job.extra else engine(**batch).loss
         engine.backward(loss)
         engine.step()
         curve.append(_mean_over_ranks(loss.detach()))
         tokens += job.tokens_per_batch(batch)
+        tick(step)
     return curve, tokens
 
 

@@ -37,6 +37,7 @@ from collections import deque
 NAMESPACE = "fsv"
 RETIRE_AFTER = 40  # cells per server generation: bounds the per-engine leak (measured in the report)
 MAX_DELIVERIES = 2  # a cell whose server dies twice under it is failed, not retried for ever
+MAX_IDLE_FAILURES = 3  # generations in a row that fail before their first cell: the server gives up
 SERVED_LOOPS = {"fsv.train.worker:train_loop_per_worker"}  # re-entrant per-worker loops
 # Regimes whose cells run a per-worker loop of their own (trl's DPOTrainer builds an accelerate
 # state per trainer; not served, not tried): they get one fit each, and the pool leaves them room.
@@ -84,8 +85,9 @@ class CellQueue:
     """Cells waiting, cells in flight (by server), and outcomes; an asyncio actor, so `take` and
     `result` wait without holding a thread."""
 
-    def __init__(self):
+    def __init__(self, servers: int = 1):
         self.pending, self.configs, self.outcomes = deque(), {}, {}
+        self.servers, self.broken = servers, None  # servers still up; why the last one gave up
         self.in_flight: dict[str, tuple[str, int]] = {}  # key -> (server, pid of its rank 0)
         self.deliveries: dict[str, int] = {}
         self.pids: dict[str, int] = {}  # server -> pid of its rank 0 (to watch its memory, or kill it)
@@ -96,7 +98,21 @@ class CellQueue:
         async with self.changed:
             self.configs[key], self.deliveries[key] = config, 0
             self.outcomes.pop(key, None)
-            self.pending.append(key)
+            if self.broken:
+                self.outcomes[key] = ("failed", self.broken)
+            else:
+                self.pending.append(key)
+            self.changed.notify_all()
+
+    async def give_up(self, why: str) -> None:
+        """A server that cannot start: when none is left, every waiting cell fails with `why`."""
+        async with self.changed:
+            self.servers -= 1
+            if self.servers > 0:
+                return
+            self.broken = f"no training server could start: {why}"
+            while self.pending:
+                self.outcomes[self.pending.popleft()] = ("failed", self.broken)
             self.changed.notify_all()
 
     async def take(self, server: str, pid: int, wait_s: float = 2.0):
@@ -199,13 +215,19 @@ class Server:
         import ray
 
         queue = ray.get_actor(self.queue, namespace=NAMESPACE)
+        idle_failures = 0
         while not ray.get(queue.is_stopped.remote()):
             name = f"{self.prefix}-{self.generations:03d}"
             self.generations += 1
             error = self._generation(name)
             if error:
                 self.errors.append(error[-2000:])
-            ray.get(queue.requeue.remote(name, error or "it retired"))
+            held = ray.get(queue.requeue.remote(name, error or "it retired"))
+            served = name in ray.get(queue.state.remote())["pids"]
+            idle_failures = idle_failures + 1 if error and not served and not held else 0
+            if idle_failures >= MAX_IDLE_FAILURES:
+                ray.get(queue.give_up.remote(error))
+                break
         return {"generations": self.generations, "errors": self.errors}
 
     def _generation(self, name: str) -> str | None:
@@ -244,7 +266,7 @@ class TrainService:
         tag = uuid.uuid4().hex[:8]  # each service's runs are new Ray Train runs, never restored ones
         for train, count in pools:
             name = queue_name(train)
-            self.queues.append(queue_cls.options(name=name, namespace=NAMESPACE).remote())
+            self.queues.append(queue_cls.options(name=name, namespace=NAMESPACE).remote(count))
             for slot in range(count):
                 server = server_cls.remote(name, train, storage_path, f"service-{tag}-{placement(train)}-{slot}",
                                            retire_after)

@@ -217,10 +217,11 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
 
 def _training_pools(todo: list[dict]) -> tuple[list, int]:
     """(servers per training placement, max concurrent trials). Servers hold their workers' CPUs
-    for the whole run (`fsv.train.service.pool_sizes` leaves 1 CPU to in-context trials); a trial
-    whose cell a server trains holds no CPU, so each server gets one trial feeding it, and the CPUs
-    left run the other trials: 2 cores, 1-worker training + in-context cells -> 1 server + 1 CPU
-    -> 2 trials at a time; training only -> 2 servers -> 2. FSV_TRAIN_SERVICE=0: one fit per cell."""
+    for the whole run (`fsv.train.service.pool_sizes` leaves a CPU to in-context and rlhf trials);
+    a trial whose cell a server trains holds no CPU, and each server gets two such trials, one
+    training while the other evaluates its model; the CPUs left run the other trials.
+    2 cores, 1-worker training + in-context cells: 1 server + 1 CPU -> 2 + 1 = 3 trials at a time;
+    training only: 2 servers -> 4. FSV_TRAIN_SERVICE=0: one fit per cell, as before."""
     import ray
 
     from fsv.train.service import PER_FIT_REGIMES, placement, pool_sizes
@@ -233,7 +234,8 @@ def _training_pools(todo: list[dict]) -> tuple[list, int]:
     alone = [c for c in todo if c["train"] is None or c["regime"] in PER_FIT_REGIMES or placement(c["train"]) not in served]
     per_trial = max((1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in alone),
                     default=1)
-    return pools, max(1, sum(n for _, n in pools) + max(0, cpus - held) // per_trial)
+    feeders = 2 * sum(n for _, n in pools)
+    return pools, max(1, feeders + (max(0, cpus - held) // per_trial if alone else 0))
 
 
 def _tune_storage(root: str) -> str:

@@ -7,8 +7,11 @@ What was measured (ray 2.60, 2 cores, `../shared/notes/train-overhead.md`) and c
   next cell from a queue actor and shares it with `ray.train.collective.broadcast_from_rank_zero`;
   every rank runs the cell's ordinary per-worker loop (`fsv.train.worker:train_loop_per_worker`:
   its own `deepspeed.initialize`, its own `ray.train.report` with its own checkpoint), so DeepSpeed
-  still runs in a Ray Train worker group, ZeRO 0-3, any number of workers and GPUs. 0.2-0.6 s a
-  cell (1 worker), ~1 s with 2 workers under ZeRO-3.
+  still runs in a Ray Train worker group, ZeRO 0-3, any number of workers and GPUs. Measured in one
+  run of `benchmarks/train_overhead.py` (sft on world-xs, 8 adaptations a cell, 10 steps each, 2
+  busy cores): fixed cost per cell 37.4 s per fit -> 0.49 s served (1 worker, ZeRO-0); 47.4 ->
+  1.25 s (2 workers, ZeRO-2); 55.3 -> 13.6 s (2 workers, ZeRO-3: 8 ZeRO-3 engines set up and
+  gathered per cell, which Ray does not pay for). A server's first cell waits for its start-up.
 - rejected: several cells per fit (needs >= 8 cells known up front to reach ~3 s a cell; a failure
   re-runs its whole group; a search submits its cells one trial at a time).
 - rejected: Ray Train's local mode (no process group, so no ZeRO-2/3 or several workers; keeps only
@@ -19,7 +22,8 @@ How it stays correct:
   DeepSpeed engine leaks a little host memory (DeepSpeed issue 7204); a new generation then starts.
 - a crashed worker (or any failure of the worker group) ends that server's `fit()`; the queue puts
   back only the cell that server held (at most `MAX_DELIVERIES` times, then it is failed), and a new
-  generation starts. Other servers' cells are untouched.
+  generation starts. Other servers' cells are untouched. A cell that raises is failed with its
+  traceback and also ends its generation (another rank may be waiting in a collective).
 - trl's loops (rlhf) are not served (`PER_FIT_REGIMES`): they get a fit each, and `pool_sizes`
   leaves them the CPUs they need.
 - the queue is a named actor per placement (workers, ZeRO stage, GPU, CPUs per worker) in the
@@ -30,12 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import traceback
 from collections import deque
 
 NAMESPACE = "fsv"
-RETIRE_AFTER = 40  # cells per server generation: bounds the per-engine leak (measured in the report)
+# cells per server generation: rank 0 grew 1.7 MB a cell (ZeRO-0), 4.1 (ZeRO-2), 7.4 (ZeRO-3; 8
+# engines a cell), so a generation ends under ~300 MB of growth; its successor costs one start-up
+RETIRE_AFTER = 40
 MAX_DELIVERIES = 2  # a cell whose server dies twice under it is failed, not retried for ever
 MAX_IDLE_FAILURES = 3  # generations in a row that fail before their first cell: the server gives up
 SERVED_LOOPS = {"fsv.train.worker:train_loop_per_worker"}  # re-entrant per-worker loops

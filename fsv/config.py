@@ -6,10 +6,10 @@ Every refusal names the field, the value and what is accepted (`fsv.errors.Confi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fsv.errors import ConfigError, did_you_mean
 from fsv.world.config import PRESETS as WORLD_PRESETS
@@ -59,12 +59,23 @@ class PretrainSection(Strict):
     )
     cooldown: float = Field(0.2, gt=0, le=1, description="share of steps of the linear decay (schedule 'wsd')")
     seeds: list[int] = Field([0], min_length=1, description="pretraining seeds; each is a replicate model")
+    checkpoints: list[int] = Field([], description="steps at which the one pretraining run also saves the model; "
+                                   "each checkpoint is a model instance of its own (its own ICL strength and sample need)")
     workers: int = Field(1, ge=1, description="Ray Train workers per pretraining job")
     cpus_per_worker: int = Field(1, ge=1, description="small models train best one thread each, several at once")
     zero_stage: int = Field(0, ge=0, le=3)
     use_gpu: bool = False
 
     _seeds = field_validator("seeds")(classmethod(lambda cls, v: _unique_positive(v, 0)))
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints_within_run(cls, v, info):
+        steps = info.data.get("steps", 0)
+        late = [c for c in _unique_positive(v, 1) if c >= steps]
+        if late:
+            raise ValueError(f"checkpoint {late[0]} is not before the end of pretraining ({steps} steps); "
+                             f"accepted: steps 1..{steps - 1} (the finished model is always an instance)")
+        return sorted(v)
 
 
 class PlacementOverride(Strict):
@@ -110,24 +121,100 @@ class FewShotSection(Strict):
         return _check_descriptions([v])[0]
 
 
+class Range(Strict):
+    """A continuous search range, for `search.method: random | optuna` (log-uniform by default)."""
+
+    low: float = Field(..., gt=0)
+    high: float = Field(..., gt=0)
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low >= self.high:
+            raise ValueError(f"low {self.low} >= high {self.high}; accepted: low < high")
+        return self
+
+
+def _as_list(v):
+    """A scalar where a list of values is expected means that one value (older study files); a
+    mapping is a range, checked here so that its error names the range, not the list it is not."""
+    if isinstance(v, dict):
+        try:
+            return Range.model_validate(v)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(map(str, err["loc"]))
+            raise ValueError(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}; "
+                             "accepted: {low, high[, log]} with 0 < low < high") from None
+    return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+def _positive_values(v):
+    if isinstance(v, list):
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate values in {v}; each value must appear once")
+        bad = [x for x in v if x <= 0]
+        if bad:
+            raise ValueError(f"{bad[0]} is not > 0; accepted: values > 0")
+    return v
+
+
+Space = Union[list[float], Range]
+
+
 class TrainingRegime(Strict):
-    n: list[int] = Field(..., min_length=1, description="training examples")
-    steps: int = Field(40, ge=1, description="optimizer steps per trial")
+    """A training regime is measured at its best: its hyperparameters are searched (`lr`,
+    `weight_decay`, what the regime adds) on validation tasks, and the length of training is read
+    from evaluations inside one run of `max(steps)` steps, so a longer budget costs no extra trial."""
+
+    n: list[int] = Field(..., min_length=1, description="training examples (nested: the first n of a larger draw)")
+    steps: list[int] = Field([40], min_length=1, description="training lengths: evaluations at these steps of one run")
     batch: int = Field(8, ge=1, description="sequences per step (all workers)")
-    lr: float = Field(1e-3, gt=0)
+    lr: Space = Field([1e-3], description="learning rates searched (a list, or {low, high} for random / optuna)")
+    weight_decay: Space = Field([0.0], description="AdamW weight decay values searched")
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the longest run with a linear warm-up; the "
+                          "rate is then constant, so every length read from the run is a run of that length")
     seeds: list[int] | None = Field(None, min_length=1, description="this regime's seeds (default: the study's)")
 
     _n = field_validator("n")(classmethod(lambda cls, v: _unique_positive(v, 1)))
     _s = field_validator("seeds")(classmethod(lambda cls, v: v if v is None else _unique_positive(v, 0)))
+    _steps = field_validator("steps")(classmethod(lambda cls, v: sorted(_unique_positive(v, 1))))
+    _scalars = field_validator("steps", "lr", "weight_decay", mode="before")(classmethod(lambda cls, v: _as_list(v)))
+    _lr = field_validator("lr")(classmethod(lambda cls, v: _positive_values(v)))
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty search space; accepted: at least one value, or {low, high}")
+        if isinstance(v, list) and any(x < 0 for x in v):
+            raise ValueError(f"{min(v)} is negative; accepted: values >= 0")
+        return v
+
+    def spaces(self) -> dict[str, Space]:
+        """The hyperparameters this regime searches, name -> values or range."""
+        return {name: getattr(self, name) for name in self.searched}
+
+    searched: ClassVar[tuple[str, ...]] = ("lr", "weight_decay")
 
 
 class SftSection(TrainingRegime):
     layouts: list[Literal["single", "packed"]] = Field(["single"], min_length=1)
+    methods: list[Literal["full", "lora"]] = Field(["full"], min_length=1, description="how the weights move: all "
+                                                  "of them, or a low-rank update (peft LoRA, rank searched)")
+    lora_rank: list[int] = Field([8], min_length=1, description="LoRA ranks searched (method lora)")
+
+    _r = field_validator("lora_rank", mode="before")(classmethod(lambda cls, v: _as_list(v)))
+    _rank = field_validator("lora_rank")(classmethod(lambda cls, v: _unique_positive(v, 1)))
+
+    def spaces(self) -> dict[str, Space]:
+        spaces = super().spaces()
+        return spaces | ({"lora_rank": self.lora_rank} if "lora" in self.methods else {})
 
 
 class PromptTuningSection(TrainingRegime):
     prompt_tokens: list[int] = Field([8], min_length=1, description="m, virtual tokens")
-    lr: float = Field(3e-2, gt=0)
+    lr: Space = Field([3e-2], description="learning rates of the soft prompt searched")
 
     _m = field_validator("prompt_tokens")(classmethod(lambda cls, v: _unique_positive(v, 1)))
 
@@ -141,12 +228,52 @@ class InstructionTuningSection(TrainingRegime):
 
 
 class RlhfSection(TrainingRegime):
-    method: Literal["dpo"] = Field("dpo", description="trl preference optimisation (DPO from preference pairs)")
-    noise: float = Field(0.1, ge=0, le=0.5, description="annotator error rate")
-    beta: float = Field(0.1, gt=0)
-    lr: float = Field(5e-4, gt=0)
+    methods: list[Literal["dpo", "grpo"]] = Field(["dpo"], min_length=1, description="trl preference "
+                                                 "optimisation (DPO, from preference pairs) and/or GRPO (a "
+                                                 "verifiable reward: the label is correct)")
+    noise: float = Field(0.1, ge=0, le=0.5, description="annotator error rate (DPO's simulated preferences)")
+    beta: Space = Field([0.1], description="DPO's beta (KL strength) values searched")
+    lr: Space = Field([5e-4], description="learning rates searched")
+    start: Literal["base", "instruction_tuned"] = Field(
+        "base", description="the policy starts from the base model, or from the base instruction-tuned first "
+        "(the seed's chain), with `start_hparams`")
+    start_hparams: dict[str, float] = Field({"lr": 1e-3, "steps": 40, "tasks_trained": 32, "n": 8, "batch": 16},
+                                           description="the instruction tuning that precedes rlhf when "
+                                           "start: instruction_tuned (lr, steps, tasks_trained, n, batch)")
     train_tasks: list[str] | None = Field(None, min_length=1, description="text tasks the feedback is on (by "
                                           "name; default: the study's tasks); the evaluated task is always held out")
+
+    _b = field_validator("beta", mode="before")(classmethod(lambda cls, v: _as_list(v)))
+    _bp = field_validator("beta")(classmethod(lambda cls, v: _positive_values(v)))
+    searched: ClassVar[tuple[str, ...]] = ("lr", "weight_decay", "beta")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _one_method(cls, v):
+        return [v] if isinstance(v, str) else v
+
+
+class SearchSection(Strict):
+    """How each training regime's hyperparameters are searched, with Ray Tune's own searchers and
+    schedulers. Whatever the method, the selection rule is the same: per model instance, regime and
+    n, the best validation accuracy over every configuration and training length explored."""
+
+    method: Literal["grid", "random", "optuna"] = Field("grid", description="tune.grid_search over the lists; "
+                                                        "random sampling; or OptunaSearch (TPE)")
+    samples: int | None = Field(None, ge=1, description="configurations per search (random / optuna only)")
+    scheduler: Literal["none", "asha"] = Field("none", description="ASHAScheduler: stop configurations behind "
+                                               "at the smaller n levels (a selection trial reports after each)")
+    widen: int = Field(1, ge=0, le=4, description="rounds of widening: a selection on the edge of a learning-rate "
+                       "list adds the next value beyond it (x3) and runs again (grid only)")
+
+    @model_validator(mode="after")
+    def _samples_fit_method(self):
+        if self.method == "grid" and self.samples is not None:
+            raise ValueError(f"samples: {self.samples} with method 'grid' (a grid runs every point); "
+                             "accepted: leave samples out, or method random | optuna")
+        if self.method != "grid" and self.samples is None:
+            raise ValueError(f"method {self.method!r} needs samples (configurations per search); accepted: an integer >= 1")
+        return self
 
 
 class RegimesSection(Strict):
@@ -176,6 +303,7 @@ class StudyConfig(Strict):
     pretrain: PretrainSection = PretrainSection()
     train: TrainSection = TrainSection()
     wandb: WandbSection = WandbSection()
+    search: SearchSection = SearchSection()
     retries: int = Field(1, ge=0, description="extra attempts of a failing trial before it is recorded failed")
     analyze: bool = Field(True, description="run the analysis when the study completes")
     trust_remote_code: bool = Field(False, description="let HF models and tokenizers run code shipped with them")

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from fsv.config import StudyConfig
+from fsv.config import TRAINING, StudyConfig
 from fsv.errors import ConfigError, did_you_mean
 from fsv.models.placement import placement
 from fsv.models.registry import resolve_model
@@ -56,6 +56,7 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
         if any(s.is_world for s in specs):
             raise ConfigError(f"tasks[{i}]", task, "text tasks need HF models (world models read only the world's tokens)", source)
     sections = study.regime_sections()
+    _check_search(study, sections, source)
     _check_task_pools(study, sections, source)
     known = set(study.tasks) | {t for r in sections for t in task_pool(study, r)}
     for name in study.task_sources:
@@ -69,6 +70,24 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
         _check_world_context(study, sections["few_shot"], source)
     if "few_shot" in sections and not any(s.is_world for s in specs):
         _check_text_context(study, specs, sections["few_shot"], source)
+
+
+def _check_search(study: StudyConfig, sections: dict, source) -> None:
+    """A grid runs lists of values (a range has no points to run); GRPO's reward needs a label it can
+    verify in one generated token (the world's tasks)."""
+    from fsv.config import Range
+
+    for regime, section in sections.items():
+        for name, space in (section.spaces().items() if regime in TRAINING else []):
+            if isinstance(space, Range) and study.search.method == "grid":
+                raise ConfigError(f"regimes.{regime}.{name}", space.model_dump(), "a range is sampled by "
+                                  "search.method random | optuna; a grid needs a list of values", source)
+    rlhf = sections.get("rlhf")
+    if rlhf is not None and "grpo" in rlhf.methods and any(t not in WORLD_TASKS for t in study.tasks):
+        text = [t for t in study.tasks if t not in WORLD_TASKS]
+        raise ConfigError("regimes.rlhf.methods", rlhf.methods, f"GRPO rewards a generated label that can be "
+                          f"checked as one token; text tasks ({', '.join(text)}) have label words; accepted: "
+                          "methods: [dpo] on text tasks, grpo on the world", source)
 
 
 def task_pool(study: StudyConfig, regime: str) -> list[str]:
@@ -159,36 +178,90 @@ def _check_text_context(study: StudyConfig, specs, few_shot, source) -> None:
                           max_eval=study.max_eval, source=source)
 
 
+SEARCHED = ("lr", "weight_decay", "beta", "lora_rank")
+NOT_SETTINGS = {"n", "k", "layouts", "prompt_tokens", "tasks_trained", "descriptions", "seeds", "train_tasks",
+                "methods", *SEARCHED}
+
+
+def instance_name(model: str, pretrain_seed: int | None, checkpoint: int | None) -> str:
+    """A model instance: one pretrained set of weights (a size, a pretraining seed, a step)."""
+    if pretrain_seed is None:
+        return model if checkpoint is None else f"{model}@{checkpoint}"
+    return f"{model}/p{pretrain_seed}/{'final' if checkpoint is None else f'step{checkpoint}'}"
+
+
+def instances(study: StudyConfig, model: str, is_world: bool) -> list[dict]:
+    if not is_world:
+        return [{"pretrain_seed": None, "checkpoint": None, "instance": instance_name(model, None, None)}]
+    steps = [None, *study.pretrain.checkpoints]
+    return [{"pretrain_seed": p, "checkpoint": c, "instance": instance_name(model, p, c)}
+            for p in study.pretrain.seeds for c in steps]
+
+
 def expand(study: StudyConfig) -> list[dict]:
-    """Every cell of the study, in a stable order."""
+    """Every cell of the study, in a stable order: in-context cells (one trial each), and for each
+    training regime its selection trials (phase "select", one per grid point; an adaptive search
+    lists one plan per fold instead, phase "search", whose trials its searcher chooses) and the
+    scored cells they are measured into (phase "measure", derived once the group's search is done)."""
     cells = []
     specs = {m: resolve_model(m) for m in study.models}
-    world_model = {m: spec.is_world for m, spec in specs.items()}
-    pretrain = study.pretrain.model_dump(exclude={"seeds"})
+    pretrain = study.pretrain.model_dump(exclude={"seeds", "checkpoints"})
     for regime, section in study.regime_sections().items():
         seeds = getattr(section, "seeds", None) or study.seeds
-        for model, task, seed, axes in itertools.product(study.models, study.tasks, seeds, _regime_axes(regime, section)):
-            for pretrain_seed in list(study.pretrain.seeds) if world_model[model] else [None]:
-                cell = {
-                    "regime": regime,
-                    "model": model,
-                    "pretrain_seed": pretrain_seed,
-                    "task": task,
-                    "seed": seed,
-                    **axes,
-                    "settings": section.model_dump(exclude={"n", "k", "layouts", "prompt_tokens",
-                                                            "tasks_trained", "descriptions", "seeds",
-                                                            "train_tasks"}),
+        for model, task, axes in itertools.product(study.models, study.tasks, _regime_axes(regime, section)):
+            for inst in instances(study, model, specs[model].is_world):
+                base = {
+                    "regime": regime, "model": model, **inst, "task": task, **axes,
+                    "settings": section.model_dump(exclude=NOT_SETTINGS),
                     "world": study.world.model_dump() if task in WORLD_TASKS else None,
                     "task_source": study.task_sources.get(task),
                     "max_eval": study.max_eval if task not in WORLD_TASKS else None,
-                    "pretrain": pretrain if world_model[model] else None,
-                    "train": train_settings(study, model, specs[model]) if regime not in ("zero_shot", "few_shot") else None,
+                    "pretrain": pretrain if specs[model].is_world else None,
+                    "train": train_settings(study, model, specs[model]) if regime in TRAINING else None,
                 }
                 if task_pool(study, regime):
-                    cell["train_tasks"] = training_tasks(study, regime, task, seed, axes["tasks_trained"])
-                cell["cell_id"] = cell_id(cell)
-                cells.append(cell)
+                    base["train_tasks"] = training_tasks(study, regime, task, seeds[0], axes["tasks_trained"])
+                if regime in TRAINING:
+                    cells += search_cells(study, base, section, seeds)
+                    continue
+                for seed in seeds:
+                    cells.append(_with_id({**base, "seed": seed, "phase": "measure"}))
+    return cells
+
+
+def _with_id(cell: dict) -> dict:
+    cell["cell_id"] = cell_id(cell)
+    return cell
+
+
+def folds(study: StudyConfig, task: str) -> list[str | None]:
+    """Cross-fitting folds of the world's held-out tasks (the feature each reads); text tasks have one
+    scored split and select on a dev split of their own."""
+    if task not in WORLD_TASKS:
+        return [None]
+    from fsv.regimes.training import fold_of
+
+    return sorted({fold_of(t) for t in world_of(study).heldout_tasks})
+
+
+def search_cells(study: StudyConfig, base: dict, section, seeds: list[int]) -> list[dict]:
+    """A training group's selection trials and its scored cells. `group` ties them together."""
+    from fsv.search.space import grid_points
+
+    group = cell_id(base)
+    common = {**base, "group": group, "n_levels": list(section.n), "seeds": list(seeds)}
+    cells = []
+    if study.search.method == "grid":
+        for point in grid_points(section.spaces()):
+            cells.append(_with_id({**common, "phase": "select", "hparams": point, "fold": None, "seed": None, "n": None}))
+    else:  # an adaptive search plan per fold: its trials' configurations come from the searcher
+        for fold in folds(study, base["task"]):
+            cells.append(_with_id({**common, "phase": "search", "hparams": None, "fold": fold,
+                                   "samples": study.search.samples, "seed": None, "n": None}))
+    for n in section.n:
+        for seed in seeds:
+            for fold in folds(study, base["task"]):
+                cells.append(_with_id({**base, "group": group, "phase": "measure", "n": n, "seed": seed, "fold": fold}))
     return cells
 
 
@@ -214,17 +287,17 @@ def training_tasks(study: StudyConfig, regime: str, target: str, seed: int, coun
 
 
 def _regime_axes(regime: str, s) -> list[dict]:
-    base = {"k": 0, "n": 0, "layout": None, "prompt_tokens": None, "tasks_trained": None}
+    base = {"k": 0, "n": 0, "layout": None, "prompt_tokens": None, "tasks_trained": None, "method": None}
     if regime == "zero_shot":
         return [{**base, "description": d} for d in s.descriptions]
     if regime == "few_shot":
         return [{**base, "description": s.description, "k": k} for k in s.k]
     if regime == "sft":
-        return [{**base, "description": "none", "n": n, "layout": lay} for lay in s.layouts for n in s.n]
+        return [{**base, "description": "none", "layout": lay, "method": m} for m in s.methods for lay in s.layouts]
     if regime == "prompt_tuning":
-        return [{**base, "description": "none", "n": n, "prompt_tokens": m} for m in s.prompt_tokens for n in s.n]
+        return [{**base, "description": "none", "prompt_tokens": m, "method": "prompt"} for m in s.prompt_tokens]
     if regime == "instruction_tuning":
-        return [{**base, "description": "human", "n": n, "tasks_trained": t} for t in s.tasks_trained for n in s.n]
+        return [{**base, "description": "human", "tasks_trained": t, "method": "full"} for t in s.tasks_trained]
     if regime == "rlhf":
-        return [{**base, "description": "human", "n": n} for n in s.n]
+        return [{**base, "description": "human", "method": m} for m in s.methods]
     raise ValueError(regime)

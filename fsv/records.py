@@ -75,6 +75,8 @@ SCHEMA = pa.schema(
         ("label_logprob", pa.float64()),  # mean log-likelihood of the correct label (a continuous measure)
         ("train_loss_chance", pa.float64()),  # the training objective's chance level (ln C, ln 2 for DPO)
         ("reward_margin", pa.float64()),  # rlhf: mean chosen-minus-rejected reward on held-out pairs
+        ("fold", pa.string()),  # world: the cross-fitting fold a scored record covers (the feature its tasks read)
+        ("curves", pa.string()),  # JSON rows on select records: every adaptation's measures at every length
     ]
 )
 COLUMNS = SCHEMA.names

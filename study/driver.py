@@ -15,11 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from fsv.config import StudyConfig, load_study
+from fsv.config import IN_CONTEXT, StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
 from fsv.records import list_names, local_view, ok_cell_ids, read_records, write_record, write_text
 from study.progress import PretrainProgress, Progress
+from study.search import plans, run_searches
+from study.selection import known_cells, measure_groups
 from study.trial import base_record, run_trial
 
 TRIAL_DRIVER = "fsv_trial_driver"  # custom resource a training trial holds instead of a CPU
@@ -99,12 +101,14 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
     if address or os.environ.get("RAY_ADDRESS"):
         _check_reachable(address or os.environ["RAY_ADDRESS"])
     root = study_dir(storage, study.name)
-    cells = expand(study)
+    cells = known_cells(expand(study), read_records(root))
     done = ok_cell_ids(root)
-    todo = [c for c in cells if c["cell_id"] not in done]
+    todo = [c for c in cells if c["cell_id"] not in done and is_trial(c)]
     _write_cells(root, study, cells)
     say = Progress.say
-    say(f"study {study.name}: {len(cells)} cells, {len(cells) - len(todo)} already recorded ok, {len(todo)} to run")
+    say(f"study {study.name}: {len(cells)} cells ({sum(map(is_trial, cells))} trials), "
+        f"{len(cells) - len(todo) - sum(c['cell_id'] not in done and not is_trial(c) for c in cells)} already "
+        f"recorded ok, {len(todo)} trials to run")
     started = time.time()
     if todo:
         connect(address, verbose)
@@ -112,7 +116,7 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
 
         tracker = Tracker(study.wandb.model_dump(), study.name, root)
         ensure_models(study, todo, tracker)
-        _run_trials(study, root, todo, verbose)
+    cells = _trials_then_scores(study, root, cells, todo, address, verbose)
     summary = summarize(root, cells)
     summary["wall_s"] = time.time() - started
     say(f"study {study.name}: {summary['ok']} ok, {summary['failed']} failed, {summary['missing']} missing "
@@ -120,6 +124,33 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
     if (study.analyze if analyze is None else analyze) and summary["ok"]:
         _analyze(root, allow_partial=summary["ok"] < summary["total"])
     return summary
+
+
+def is_trial(cell: dict) -> bool:
+    """In-context cells and selection trials run as Tune trials; scored training cells are derived
+    from their group's selection trials (study/selection.py)."""
+    return cell.get("phase") == "select" or cell["regime"] in IN_CONTEXT
+
+
+def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: list[dict], address, verbose) -> list[dict]:
+    """Run the trials, then derive the scored training records; a grid whose choice sits on its edge
+    runs its widened trials and is scored again (at most `search.widen` rounds)."""
+    for _ in range(study.search.widen + 1):
+        if todo:
+            _run_trials(study, root, todo, verbose)
+        if plans(cells):
+            connect(address, verbose)
+            with _training_service(root, plans(cells)):  # the search trials' cells go to its servers
+                run_searches(study, root, cells, _trial_env(study, root, todo), lambda c: _resources(c, study.train.use_gpu), verbose)
+            cells = known_cells(cells, read_records(root))
+        todo = measure_groups(study, root, cells)
+        if not todo:
+            break
+        Progress.say(f"widening: {len(todo)} selection trial(s) beyond the edge of their learning rates")
+        cells = cells + todo
+        _write_cells(root, study, cells)
+        connect(address, verbose)
+    return cells
 
 
 def _write_cells(root: str, study: StudyConfig, cells: list[dict]) -> None:
@@ -144,7 +175,7 @@ def ensure_models(study: StudyConfig, cells: list[dict], tracker) -> None:
     world = world_of(study).config.model_dump()
     pretrain = study.pretrain.model_dump(exclude={"seeds"})
     needed = {(c["model"], c["pretrain_seed"]) for c in cells if c["pretrain_seed"] is not None}
-    missing = [(m, s) for m, s in needed if not is_cached(ladder_dir(m, world, pretrain, s))]
+    missing = [(m, s) for m, s in needed if not is_cached(ladder_dir(m, world, pretrain, s), study.pretrain.checkpoints)]
     if not missing:
         return
     missing.sort(key=lambda ms: (-LADDER[ms[0]].n_layers * LADDER[ms[0]].d_model ** 2, ms[1]))
@@ -184,12 +215,10 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
     from ray import tune
 
     cells = {c["cell_id"]: c for c in todo}
-    env = {"study": study.name, "study_dir": root, "bayes": bayes_table(study, todo),
-           "wandb": study.wandb.model_dump(), "retries": study.retries,
-           "trust_remote_code": study.trust_remote_code}
+    env = _trial_env(study, root, todo)
     trainable = tune.with_resources(tune.with_parameters(run_trial, cells=cells, env=env),
                                     lambda config: _resources(cells[config["cell_id"]], study.train.use_gpu))
-    pools, concurrent = _training_pools(todo)
+    concurrent = _training_pools(todo)[1]
     progress = Progress(todo)
     if not verbose:  # Tune's new console output prints its tables even when silent; ours replaces them
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -202,9 +231,7 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
             callbacks=[progress], failure_config=tune.FailureConfig(max_failures=study.retries),
         ),
     )
-    from fsv.train.service import TrainService
-
-    service = TrainService(pools, f"{root}/train")  # before the trials: their fit() finds it by name
+    service = _training_service(root, todo)  # before the trials: their fit() finds it by name
     try:
         grid = tuner.fit()
     except KeyboardInterrupt:
@@ -213,6 +240,13 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
     finally:
         service.stop()
     _record_crashed_trials(study, root, grid, cells)
+
+
+def _training_service(root: str, cells: list[dict]):
+    """The training service for these cells' placements (`fsv.train.service`); `.stop()` ends it."""
+    from fsv.train.service import TrainService
+
+    return TrainService(_training_pools(cells)[0], f"{root}/train")
 
 
 def _training_pools(todo: list[dict]) -> tuple[list, int]:
@@ -238,6 +272,13 @@ def _training_pools(todo: list[dict]) -> tuple[list, int]:
     return pools, max(1, feeders + (max(0, cpus - held) // per_trial if alone else 0))
 
 
+def _trial_env(study: StudyConfig, root: str, cells: list[dict]) -> dict:
+    """What every trial needs to know of its study (name, folder, Bayes table, W&B, retries)."""
+    return {"study": study.name, "study_dir": root, "bayes": bayes_table(study, cells),
+            "wandb": study.wandb.model_dump(), "retries": study.retries, "trust_remote_code": study.trust_remote_code,
+            "tune_storage": _tune_storage(root)}
+
+
 def _tune_storage(root: str) -> str:
     return f"{root}/tune" if "://" in root else str(Path(root) / "tune")
 
@@ -261,7 +302,7 @@ def _record_crashed_trials(study: StudyConfig, root: str, grid, cells: dict) -> 
 
 def summarize(root: str, cells: list[dict]) -> dict:
     frame = read_records(root)
-    ids = {c["cell_id"] for c in cells}
+    ids = {c["cell_id"] for c in cells if c.get("phase") != "search"}  # a search plan has no record of its own
     frame = frame[frame["cell_id"].isin(ids)]
     ok = int((frame["status"] == "ok").sum())
     failed = int((frame["status"] == "failed").sum())

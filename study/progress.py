@@ -40,11 +40,21 @@ def params_m(model: str) -> float:
     return 12 * size.n_layers * size.d_model**2 / 1e6 if size else 100.0
 
 
+def longest(cell: dict) -> int:
+    """A training cell's steps (the longest of its training lengths)."""
+    steps = (cell.get("settings") or {}).get("steps") or 0
+    return max(steps) if isinstance(steps, (list, tuple)) else steps
+
+
+def adaptations(cell: dict) -> int:
+    """Models a training cell adapts: n levels x seeds (x tasks trained on, for multi-task regimes)."""
+    return len(cell.get("n_levels") or [1]) * len(cell.get("seeds") or [1]) * (cell.get("tasks_trained") or 1)
+
+
 def kind(cell: dict) -> tuple:
-    settings = cell.get("settings") or {}
     if cell.get("train") is None:
         return ("in-context", cell["regime"], cell["model"], cell.get("k"))
-    return ("training", cell["regime"], cell["model"], settings.get("steps"), cell.get("tasks_trained"))
+    return ("training", cell["regime"], cell["model"], longest(cell), adaptations(cell))
 
 
 def guess(cell: dict) -> float:
@@ -53,9 +63,7 @@ def guess(cell: dict) -> float:
     evaluate = IN_CONTEXT_S * (1 + size / 10) * (1 + (cell.get("k") or 0) / 16)
     if cell.get("train") is None:
         return evaluate
-    steps = (cell.get("settings") or {}).get("steps") or 0
-    tasks = cell.get("tasks_trained") or 1
-    return TRAIN_FIXED_S + steps * tasks * STEP_S_PER_M * (1 + size) + evaluate
+    return TRAIN_FIXED_S + longest(cell) * adaptations(cell) * STEP_S_PER_M * (1 + size) + evaluate
 
 
 class CostModel:

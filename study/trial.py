@@ -14,7 +14,7 @@ import fsv
 from fsv.records import write_record
 
 RECORD_KEYS = ("model", "regime", "task", "description", "k", "n", "seed", "pretrain_seed", "layout",
-               "prompt_tokens", "tasks_trained", "cell_id")
+               "prompt_tokens", "tasks_trained", "cell_id", "checkpoint", "instance", "phase", "method", "fold")
 
 
 def base_record(cell: dict, study: str) -> dict:
@@ -29,16 +29,12 @@ def base_record(cell: dict, study: str) -> dict:
     return record
 
 
-def run_trial(config: dict, cells: dict, env: dict) -> None:
-    """The Tune trial function. `config["cell_id"]` picks the cell; `env` is the study's runtime
-    facts (study name and folder, Bayes table, W&B section, retries)."""
-    from ray import tune
-
+def attempt(cell: dict, env: dict) -> dict:
+    """Run the cell's regime, retrying as configured; return its record (status ok or failed)."""
     from fsv.regimes import regime_module
     from fsv.regimes.context import TrialContext
     from fsv.tracking import Tracker
 
-    cell = cells[config["cell_id"]]
     record = base_record(cell, env["study"])
     tracker = Tracker(env["wandb"], env["study"], env["study_dir"])
     started = time.time()
@@ -57,5 +53,14 @@ def run_trial(config: dict, cells: dict, env: dict) -> None:
                 record.update(status="failed", error=traceback.format_exc(limit=20)[-4000:])
     record.update(attempts=attempt, wall_s=time.time() - started)
     record["device"] = record.get("device") or "cpu"
+    return record
+
+
+def run_trial(config: dict, cells: dict, env: dict) -> None:
+    """The Tune trial function. `config["cell_id"]` picks the cell; `env` is the study's runtime
+    facts (study name and folder, Bayes table, W&B section, retries)."""
+    from ray import tune
+
+    record = attempt(cells[config["cell_id"]], env)
     write_record(env["study_dir"], record)
     tune.report({"status_ok": int(record["status"] == "ok"), "accuracy": record.get("accuracy") or float("nan")})

@@ -59,7 +59,22 @@ BAD = [
     (("regimes.sft.layouts", ["stacked"]), ["regimes.sft.layouts[0]", "stacked", "single", "packed"]),
     (("regimes.zero_shot.descriptions", ["modle"]), ["regimes.zero_shot.descriptions", "did you mean 'model'"]),
     (("regimes.few_shot.description", "humane"), ["regimes.few_shot.description", "did you mean 'human'"]),
-    (("regimes.rlhf", {"n": [4], "method": "ppo"}), ["regimes.rlhf.method", "ppo", "dpo"]),
+    (("regimes.rlhf", {"n": [4], "methods": ["ppo"]}), ["regimes.rlhf.methods[0]", "ppo", "dpo", "grpo"]),
+    # the hyperparameter search
+    (("regimes.sft", {"n": [4], "lr": []}), ["regimes.sft.lr", "empty search space"]),
+    (("regimes.sft", {"n": [4], "lr": [1e-3, 0.0]}), ["regimes.sft.lr", "0.0", "> 0"]),
+    (("regimes.sft", {"n": [4], "lr": [-1e-3]}), ["regimes.sft.lr", "> 0"]),
+    (("regimes.sft", {"n": [4], "lr": {"low": 1e-2, "high": 1e-4}}), ["regimes.sft.lr", "low < high"]),
+    (("regimes.sft", {"n": [4], "steps": [0, 10]}), ["regimes.sft.steps", ">= 1"]),
+    (("regimes.sft", {"n": [4], "methods": ["qlora"]}), ["regimes.sft.methods[0]", "qlora", "full", "lora"]),
+    (("regimes.sft", {"n": [4], "lr": {"low": 1e-4, "high": 1e-2}}), ["regimes.sft.lr", "range", "grid", "list"]),
+    (("search.method", "bayes"), ["search.method", "bayes", "grid", "random", "optuna"]),
+    (("search.scheduler", "hyperband"), ["search.scheduler", "hyperband", "none", "asha"]),
+    (("search", {"method": "grid", "samples": 8}), ["search", "samples", "grid"]),
+    (("search", {"method": "optuna"}), ["search", "optuna", "needs samples"]),
+    (("pretrain", {"steps": 100, "checkpoints": [50, 100]}), ["pretrain.checkpoints", "100", "steps 1..99"]),
+    (("pretrain", {"steps": 100, "checkpoints": [0]}), ["pretrain.checkpoints", ">= 1"]),
+    (("regimes.sft", {"n": [4], "lr": {"low": 1e-4}}), ["regimes.sft.lr", "high", "required"]),
     (("regimes.rlhf", {"n": [4], "noise": 0.9}), ["regimes.rlhf.noise", "0.9", "0.5"]),
     (("regimes.dpo", {"n": [4]}), ["regimes.dpo", "unknown key"]),
     (("regimes", {}), ["regimes", "grid is empty"]),
@@ -118,8 +133,10 @@ def test_cli_refuses_unreachable_address_and_unwritable_storage(tmp_path):
 def test_grid_expands_every_axis_with_stable_ids():
     study = parse_study(GOOD)
     cells = expand(study)
-    # zero_shot 2 models x 2 seeds x 2 descriptions; few_shot 2x2x2 k; sft 2x2x2 n
-    assert len(cells) == 8 + 8 + 8
+    # zero_shot 2 models x 2 seeds x 2 descriptions; few_shot 2x2x2 k; sft per model: 1 selection trial
+    # (one point: the default lr and weight decay) and 2 n x 2 seeds x 2 folds scored cells
+    assert len(cells) == 8 + 8 + 2 * (1 + 8)
+    assert {c["phase"] for c in cells if c["regime"] == "sft"} == {"select", "measure"}
     ids = [c["cell_id"] for c in cells]
     assert len(set(ids)) == len(ids)
     assert ids == [c["cell_id"] for c in expand(parse_study(copy.deepcopy(GOOD)))]

@@ -15,7 +15,7 @@ def in_context(i, k=4):
 
 def training(i, steps=30, phase=None, model="world-xs"):
     return {"cell_id": f"tr{i}-{steps}-{model}", "regime": "sft", "model": model, "k": 0, "train": TRAIN,
-            "settings": {"steps": steps}, "phase": phase}
+            "settings": {"steps": [steps // 2, steps]}, "n_levels": [4, 16], "seeds": [0], "phase": phase}
 
 
 def test_measured_cells_correct_their_kind_and_their_family():

@@ -18,8 +18,11 @@ TRAIN = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0, 
 
 
 def cell(model, seed: int, steps: int = 4, train: dict = TRAIN) -> dict:
-    return {"job": "fsv.regimes.sft:build_job", "model_path": str(model), "world": world_config(), "seed": seed,
-            "n": 8, "steps": steps, "batch": 4, "lr": 1e-3, "train": train, "layout": "packed"}
+    """A selection trial's training as `train_cell` builds it: sft on the world's held-out tasks."""
+    return {"job": "fsv.regimes.sft:build_job", "model_path": str(model), "world": world_config(), "seed": 0,
+            "n_levels": [8], "seeds": [seed], "lengths": [steps], "batch": 4, "warmup": 0.0,
+            "hparams": {"lr": 1e-3}, "lr": 1e-3, "train": train, "layout": "packed", "method": "full",
+            "keep_models": True, "steps": steps}
 
 
 def fit_all(configs: dict, tmp, storage) -> dict:

@@ -25,7 +25,11 @@ def pretrain_lr(name: str, pretrain: dict) -> float:
 
 
 def ladder_identity(name: str, world: dict, pretrain: dict, seed: int) -> dict:
+    """What decides a ladder model's weights. Checkpoints saved along the way do not: asking for
+    another one reuses the same directory (and pretrains again, bit-identically, to add it)."""
     from fsv.world.world import FORMAT
+
+    pretrain = {k: v for k, v in pretrain.items() if k != "checkpoints"}
 
     return {"model": name, "size": asdict(LADDER[name]), "lr": pretrain_lr(name, pretrain), "world": world,
             "pretrain": pretrain, "seed": seed, "format": FORMAT}
@@ -37,8 +41,14 @@ def ladder_dir(name: str, world: dict, pretrain: dict, seed: int) -> Path:
     return cache_root() / "models" / f"{name}-s{seed}-{digest}"
 
 
-def is_cached(path: Path) -> bool:
-    return (path / MARKER).is_file()
+def is_cached(path: Path, checkpoints=()) -> bool:
+    """A finished model (its marker is written last), holding every pretraining checkpoint asked for."""
+    return (path / MARKER).is_file() and all((instance_dir(path, c) / "config.json").is_file() for c in checkpoints)
+
+
+def instance_dir(path: Path, checkpoint: int | None) -> Path:
+    """A model instance's weights: the finished model, or a checkpoint saved at `checkpoint` steps."""
+    return path if checkpoint is None else path / "checkpoints" / f"step{checkpoint}"
 
 
 def read_marker(path: Path) -> dict:

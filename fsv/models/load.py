@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fsv.models.cache import MARKER, cache_root, is_cached, ladder_dir, pretrain_lr
+from fsv.models.cache import MARKER, cache_root, instance_dir, is_cached, ladder_dir, pretrain_lr
 
 
 def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
@@ -25,7 +25,7 @@ def pretrain_config(name: str, world: dict, pretrain: dict, seed: int) -> dict:
         "job": "fsv.train.pretrain:build", "model": name, "world": world, "seed": seed,
         "steps": pretrain["steps"], "batch": pretrain["batch"], "lr": pretrain_lr(name, pretrain),
         "warmup": pretrain["warmup"], "schedule": pretrain["schedule"], "cooldown": pretrain["cooldown"],
-        "train": train,
+        "checkpoints": pretrain.get("checkpoints", []), "train": train,
     }
 
 
@@ -36,13 +36,16 @@ def pretrain_world_model(name: str, world: dict, pretrain: dict, seed: int, trac
     from fsv.world import World, WorldConfig
 
     dest = ladder_dir(name, world, pretrain, seed)
-    if is_cached(dest):
+    checkpoints = pretrain.get("checkpoints", [])
+    if is_cached(dest, checkpoints):
         return dest
     started = time.time()
     config = pretrain_config(name, world, pretrain, seed)
     staging = dest.with_name(dest.name + ".partial")
     metrics = fit(config, str(cache_root() / "ray"), f"pretrain-{dest.name}", staging)
-    world_tokenizer(World(WorldConfig(**world))).save_pretrained(staging)
+    tokenizer = world_tokenizer(World(WorldConfig(**world)))
+    for folder in [staging, *(instance_dir(staging, c) for c in checkpoints)]:
+        tokenizer.save_pretrained(folder)
     curve = json.loads((staging / "train_curve.json").read_text())["loss"]
     (staging / "loss_curve.json").write_text(json.dumps({"step": list(range(1, len(curve) + 1)), "loss": curve}))
     params = _count_params(staging)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from fsv.models.cache import is_cached, ladder_dir
+from fsv.models.cache import instance_dir, is_cached, ladder_dir
 from fsv.models.registry import resolve_model
 from fsv.world import World, preset
 
@@ -39,11 +39,12 @@ class TrialContext:
         spec = resolve_model(self.cell["model"])
         if not spec.is_world:
             return spec.name
-        path = ladder_dir(spec.name, self.world_config, self.cell["pretrain"], self.cell["pretrain_seed"])
-        if not is_cached(path):
-            raise RuntimeError(f"ladder model {spec.name} (pretrain seed {self.cell['pretrain_seed']}) is not "
-                               f"in the cache at {path}; `fsv run` pretrains it before the trials start")
-        return str(path)
+        root = ladder_dir(spec.name, self.world_config, self.cell["pretrain"], self.cell["pretrain_seed"])
+        step = self.cell.get("checkpoint")
+        if not is_cached(root, [step] if step else []):
+            raise RuntimeError(f"ladder model {self.cell.get('instance', spec.name)} is not in the cache at "
+                               f"{instance_dir(root, step)}; `fsv run` pretrains it before the trials start")
+        return str(instance_dir(root, step))
 
     def load_base(self):
         return self.load_base_with_tokenizer()[0]

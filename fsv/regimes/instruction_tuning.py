@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from fsv.regimes.training import label_rows, padded_batches, saver, train_cell, training_fields
+from fsv.regimes.training import label_rows, padded_batches, saver, train_cell
 from fsv.train.worker import TrainJob
 
 
@@ -37,82 +37,85 @@ def instruction_batch(world, tasks, pools, rng, count: int, description: str = "
     return np.stack(ids), np.stack(labels)
 
 
-def build_job(config: dict, rank: int, world_size: int) -> TrainJob:
-    if config["world"] is None:
-        return build_text_job(config, rank, world_size)
+def build_job(config: dict, rank: int, world_size: int):
+    """One instruction-tuned model per (n, seed) of the trial, each evaluated zero-shot on the
+    held-out tasks (world) or the held-out text task's dev and test splits, at each length."""
     import torch
 
     from fsv.models.load import load_for_training
+    from fsv.regimes.training import adaptations, fresh_models
+
+    model_and_tokenizer = load_for_training(config)
+    base = fresh_models(config, lambda: load_for_training(config)[0])
+    per_rank = max(1, config["batch"] // world_size)
+    if config["world"] is None:
+        return text_adaptations(config, base, model_and_tokenizer[1], rank, per_rank)
+    from fsv.regimes.training import draw_examples, world_measures
     from fsv.world import World, WorldConfig
 
     world = World(WorldConfig(**config["world"]))
-    tasks = training_tasks(world, config["tasks_trained"], config["seed"])
-    pools = [np.random.default_rng([config["seed"], j, 5]).choice(world.train_symbols, size=config["n"])
-             for j in range(len(tasks))]
-    model = load_for_training(config)[0]
-    rng = np.random.default_rng([config["seed"], rank, 6])
-    per_rank = max(1, config["batch"] // world_size)
 
-    def batches():
-        while True:
-            ids, labels = instruction_batch(world, tasks, pools, rng, per_rank)
-            yield {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+    def make_job(_, n, seed):
+        tasks = training_tasks(world, config["tasks_trained"], seed)  # the T training tasks: seeded like the data
+        pools = [draw_examples(world, t, n, seed) for t in tasks]
+        rng = np.random.default_rng([seed, rank, 6])
+        torch.manual_seed(seed)
 
-    return TrainJob(model=model, batches=batches(), steps=config["steps"], save=saver())
+        def batches():
+            while True:
+                ids, labels = instruction_batch(world, tasks, pools, rng, per_rank)
+                yield {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+
+        return TrainJob(model=base(), batches=batches(), steps=0, save=saver(),
+                        tags={"n_distinct": int(np.mean([len(set(p.tolist())) for p in pools]))})
+
+    def measures(_):
+        def rows(model):
+            out = world_measures(model, world, world.heldout_tasks, VARIANTS)
+            return [{**r, "fold": f"f{world.task(r['task']).feature}"} for r in out]
+        return rows
+
+    return adaptations(config, ["heldout"], make_job, measures)
 
 
-def text_rows(config: dict, tokenizer) -> list:
-    """n training examples of each training task, each as its human-view description, the example
-    and its label word (loss on the label word); equal n per task, so drawing rows uniformly
-    draws tasks uniformly."""
-    from fsv.tasks import draw_train, get_task, load_splits
+VARIANTS = ("human", "none", "model")  # the first is the main one: the descriptions the regime teaches
+
+
+def text_rows(config: dict, tokenizer, n: int, seed: int) -> list:
+    """n training examples of each training task (nested in n), each as its human-view description,
+    the example and its label word (loss on the label word); equal n per task, so drawing rows
+    uniformly draws tasks uniformly."""
+    from fsv.regimes.training import dev_split, nested_draw
+    from fsv.tasks import get_task, load_splits
 
     rows = []
     for j, (name, source) in enumerate(config["train_tasks"]):
         task = get_task(name)
-        examples = draw_train(load_splits(task, source, field=f"task_sources.{name}"), config["n"], config["seed"] + j)
-        rows += label_rows(tokenizer, task, examples, "human")
+        pool, _ = dev_split(load_splits(task, source, field=f"task_sources.{name}"))
+        rows += label_rows(tokenizer, task, nested_draw(pool, n, seed + 1000 * j), "human")
     return rows
 
 
-def build_text_job(config: dict, rank: int, world_size: int) -> TrainJob:
-    from fsv.models.load import load_for_training
+def text_adaptations(config: dict, base, tokenizer, rank: int, per_rank: int):
+    from fsv.regimes.training import adaptations, dev_split, text_measures
+    from fsv.tasks import get_task, load_splits
 
-    model, tokenizer = load_for_training(config)
-    rng = np.random.default_rng([config["seed"], rank, 6])
-    batches = padded_batches(text_rows(config, tokenizer), tokenizer, rng, max(1, config["batch"] // world_size))
-    return TrainJob(model=model, batches=batches, steps=config["steps"], save=saver(tokenizer),
-                    tokens_per_batch=lambda b: int(b["attention_mask"].sum()))
+    target = get_task(config["task"])
+    pool, dev = dev_split(load_splits(target, config.get("task_source")))
 
+    def make_job(_, n, seed):
+        rng = np.random.default_rng([seed, rank, 6])
+        batches = padded_batches(text_rows(config, tokenizer, n, seed), tokenizer, rng, per_rank)
+        return TrainJob(model=base(), batches=batches, steps=0, save=saver(tokenizer),
+                        tokens_per_batch=lambda b: int(b["attention_mask"].sum()), tags={"n_distinct": n})
 
-def evaluate_descriptions(model, tokenizer, cell: dict, ctx) -> dict:
-    """Zero-shot accuracy on the held-out task(s) with each description variant; `accuracy` is the
-    human-view one (the descriptions instruction tuning and rlhf teach)."""
-    out = {}
-    for variant in ("none", "model", "human"):
-        if cell["world"] is None:
-            from fsv.hf_eval import evaluate_text
-
-            res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=0, variant=variant,
-                                seed=cell["seed"], max_eval=cell.get("max_eval"))
-            if variant == "human":
-                out["accuracy_norm"] = res.accuracy_norm
-        else:
-            from fsv.evaluate import evaluate_world
-
-            res = evaluate_world(model, ctx.world, ctx.world.heldout_tasks, k=0, variant=variant, seed=cell["seed"])
-        out[f"acc_{variant}"] = res.accuracy
-        out["n_eval"], out["chance"] = res.n_eval, res.chance
-    out["accuracy"] = out["acc_human"]
-    return out
+    measures = lambda _: lambda m: text_measures(m, tokenizer, target, pool, dev, config.get("max_eval"), "human")  # noqa: E731
+    return adaptations(config, [target.name], make_job, measures)
 
 
 def run(cell: dict, ctx) -> dict:
-    from fsv.models.load import param_count
+    from fsv.regimes.training import label_chance, selection_fields
 
-    path, metrics = train_cell(cell, ctx, "fsv.regimes.instruction_tuning:build_job",
-                               tasks_trained=cell["tasks_trained"], train_tasks=cell.get("train_tasks"))
-    t0 = time.time()
-    model, tokenizer = ctx.load(path, tokenizer=cell["world"] is None)
-    fields = evaluate_descriptions(model, tokenizer, cell, ctx)
-    return {**fields, **training_fields(cell, param_count(model), metrics, time.time() - t0)}
+    metrics = train_cell(cell, ctx, "fsv.regimes.instruction_tuning:build_job", tasks_trained=cell["tasks_trained"],
+                         train_tasks=cell.get("train_tasks"))
+    return {**selection_fields(cell, metrics, label_chance(cell, ctx)), "method": "full"}

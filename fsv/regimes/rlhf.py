@@ -1,23 +1,27 @@
 """rlhf: the policy learns from n pieces of simulated human feedback on prompts written with human
 descriptions -- teaching the model the descriptions humans write.
 
-The annotator sees a prompt (a training task's human-view description and a query) and two
-candidate labels, and prefers the correct one, except with probability `noise`. On the world the
-training tasks are the world's; on text they are other text tasks by name (`cell["train_tasks"]`,
-the evaluated task held out), queries from their train splits, candidates their label words.
-Preference optimisation is trl's `DPOTrainer` (with an explicit frozen reference model), configured
-with the cell's DeepSpeed config and run on the cell's Ray Train workers; the `DPOConfig` exists
-before the models load, so under ZeRO-3 they load partitioned. The policy starts from the base
-model. Evaluation: held-out tasks, zero-shot, with human-view descriptions (and model-view, none).
+Two methods, both trl trainers run under the cell's DeepSpeed config on its Ray Train workers:
+- `dpo`: the annotator sees a prompt (a training task's human-view description and a query) and two
+  candidate labels, and prefers the correct one, except with probability `noise`; trl's
+  `DPOTrainer` (with an explicit frozen reference model) learns from the n pairs. Its reward
+  margin is measured on held-out pairs (fresh queries, another draw).
+- `grpo`: the reward is verifiable -- the generated label is the correct one -- so trl's
+  `GRPOTrainer` learns from n prompts with no annotator at all (world tasks, whose labels are tokens).
+On the world the training tasks are the world's; on text they are other text tasks by name
+(`cell["train_tasks"]`, the evaluated task held out). The policy starts from the base model, or
+(`start: instruction_tuned`) from the base instruction-tuned first, in the same worker: the seed's
+chain. Each (n, seed) policy is evaluated on the held-out tasks, zero-shot, with human-view
+descriptions (and model-view, none), after each training length.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
-
 
 def feedback(world, n: int, noise: float, seed: int) -> list[dict]:
     """n preference pairs from the simulated annotator, as trl's prompt/chosen/rejected text."""
@@ -55,42 +59,87 @@ def text_feedback(train_tasks: list, n: int, noise: float, seed: int) -> list[di
     return pairs
 
 
-def preference_data(config: dict):
+def preference_data(config: dict, n: int, seed: int):
     from datasets import Dataset
 
     if config["world"] is None:
-        return Dataset.from_list(text_feedback(config["train_tasks"], config["n"], config["noise"], config["seed"]))
+        return Dataset.from_list(text_feedback(config["train_tasks"], n, config["noise"], seed))
     from fsv.world import World, WorldConfig
 
     world = World(WorldConfig(**config["world"]))
-    return Dataset.from_list(feedback(world, config["n"], config["noise"], config["seed"]))
+    return Dataset.from_list(feedback(world, n, config["noise"], seed))
 
 
-def dpo_args(config: dict, out: str, micro: int):
-    """trl's DPOConfig for the cell; creating it registers the DeepSpeed config with transformers,
+def reward_prompts(config: dict, n: int, seed: int):
+    """GRPO's n prompts (training tasks, human-view descriptions) and each one's correct label."""
+    from datasets import Dataset
+
+    from fsv.world import World, WorldConfig
+
+    world = World(WorldConfig(**config["world"]))
+    pairs = feedback(world, n, 0.0, seed)  # with no noise, `chosen` is the truth
+    return Dataset.from_list([{"prompt": p["prompt"], "label": p["chosen"].strip()} for p in pairs])
+
+
+def label_is_correct(completions, label, **_) -> list[float]:
+    """GRPO's verifiable reward: 1 when the generated label is the true one."""
+    return [float(c.strip().split(" ")[0] == y) for c, y in zip(completions, label)]
+
+
+def trainer_args(config: dict, out: str, micro: int, seed: int):
+    """trl's config for the method; creating it registers the DeepSpeed config with transformers,
     so models loaded after it are partitioned at load under ZeRO-3."""
-    from trl import DPOConfig
+    from trl import DPOConfig, GRPOConfig
 
     from fsv.train.worker import deepspeed_config
 
-    return DPOConfig(
-        output_dir=out, max_steps=config["steps"], per_device_train_batch_size=micro,
-        learning_rate=config["lr"], beta=config["beta"], logging_steps=1, save_strategy="no",
-        report_to=[], seed=config["seed"], use_cpu=not config["train"]["use_gpu"],
+    hp = config["hparams"]
+    common = dict(
+        output_dir=out, max_steps=max(config["lengths"]), per_device_train_batch_size=micro,
+        learning_rate=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
+        warmup_steps=int(config.get("warmup", 0.0) * max(config["lengths"])),
+        lr_scheduler_type="constant_with_warmup", logging_steps=1, save_strategy="no", report_to=[], seed=seed,
+        use_cpu=not config["train"]["use_gpu"], bf16=config["train"]["precision"] == "bf16", disable_tqdm=True,
+        dataloader_num_workers=0,
         deepspeed=deepspeed_config(config["train"], micro) | {"train_batch_size": "auto"},
-        bf16=config["train"]["precision"] == "bf16", disable_tqdm=True, dataloader_num_workers=0,
     )
+    if config["method"] == "grpo":
+        return GRPOConfig(**common, beta=0.0, num_generations=4, max_completion_length=1, temperature=1.0)
+    return DPOConfig(**common, beta=hp.get("beta", 0.1))
 
 
-def pair_tokens(dataset) -> float:
-    """Mean tokens a preference pair puts through the model: the prompt with each completion
-    (trl's tokenized columns `prompt_ids`, `chosen_ids`, `rejected_ids`)."""
-    cols = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
-    return float(np.mean([2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in cols]))
+def evaluating_callback(lengths, measures):
+    """A transformers callback collecting the policy's measures after each training length (its
+    `trainer` is set once the trainer exists)."""
+    from transformers import TrainerCallback
+
+    class EvaluateAtLengths(TrainerCallback):
+        def __init__(self):
+            self.rows, self.trainer = [], None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            import torch
+
+            if state.global_step not in lengths:
+                return
+            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            model.eval()
+            with torch.no_grad():
+                rows = measures(model)
+            model.train()
+            losses = [log["loss"] for log in state.log_history if "loss" in log]
+            recent = losses[-max(1, len(losses) // 10):] or [float("nan")]
+            rewards = [log["reward"] for log in state.log_history if "reward" in log]
+            reward = {"reward": float(np.mean(rewards[-max(1, len(rewards) // 10):]))} if rewards else {}
+            self.rows += [{**row, "steps": state.global_step, "train_loss": float(np.mean(recent)), **reward}
+                          for row in rows]
+
+    return EvaluateAtLengths()
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train worker: trl DPO under DeepSpeed; rank 0 saves the policy as the checkpoint."""
+    """Ray Train worker: one policy per (n, seed) of the selection trial, trained by the method's trl
+    trainer under DeepSpeed and evaluated at each training length; every rank reports the rows."""
     import os
     import tempfile
 
@@ -100,58 +149,114 @@ def train_loop_per_worker(config: dict) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
     import torch
-    from trl import DPOTrainer
-
-    from fsv.models.load import load_causal_lm, partition_stats
 
     torch.set_num_threads(config["train"]["cpus_per_worker"])
     ctx = ray.train.get_context()
     micro = max(1, config["batch"] // ctx.get_world_size())
     deepspeed.init_distributed()  # on Ray Train's process group: ZeRO-3 loading sizes the batch by its ranks
-    t0 = time.time()
+    t0, rows, tokens, loaded = time.time(), [], [], {}
     with tempfile.TemporaryDirectory() as out:
-        args = dpo_args(config, out, micro)
-        policy, tokenizer = load_causal_lm(config["model_path"], trust_remote_code=config.get("trust_remote_code", False))
-        reference, _ = load_causal_lm(config["model_path"], trust_remote_code=config.get("trust_remote_code", False))
-        loaded = partition_stats(policy)
-        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=preference_data(config),
-                             processing_class=tokenizer)
-        result = trainer.train()
-        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-        pairs_seen = config["steps"] * micro * ctx.get_world_size()
-        metrics = {"final_train_loss": float(losses[-1]) if losses else float(result.training_loss),
-                   "train_tokens": int(pairs_seen * pair_tokens(trainer.train_dataset)),
-                   "train_s": time.time() - t0, "device": str(trainer.args.device), **loaded}
-        _save_policy(trainer, tokenizer, out, metrics, ctx.get_world_rank())
+        for n in config["n_levels"]:
+            for seed in config["seeds"]:
+                found, used, loaded = one_policy(config, n, seed, out, micro)
+                rows += found
+                tokens.append(used)
+        metrics = {"evals": json.dumps(rows), "final_train_loss": float(np.mean([r["train_loss"] for r in rows
+                                                                                 if r["steps"] == max(config["lengths"])])),
+                   "train_tokens": int(np.mean(tokens)) * len(tokens), "jobs": len(tokens),
+                   "train_s": time.time() - t0, "device": "cuda" if config["train"]["use_gpu"] else "cpu", **loaded}
+        with open(os.path.join(out, "curves.json"), "w") as f:
+            json.dump(rows, f)
+        checkpoint = ray.train.Checkpoint.from_directory(out) if ctx.get_world_rank() == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _save_policy(trainer, tokenizer, out: str, metrics: dict, rank: int) -> None:
-    """Rank 0 saves the policy (gathered from its ZeRO-3 partitions where it is partitioned) and its
-    tokenizer; every rank reports."""
-    import deepspeed
+def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[list[dict], int, dict]:
+    """Train one (n, seed) policy; its evaluation rows, the tokens it trained on, its partition stats."""
+    from trl import DPOTrainer, GRPOTrainer
+
+    from fsv.models.load import load_causal_lm, partition_stats
+
+    args = trainer_args(config, f"{out}/n{n}-s{seed}", micro, seed)
+    remote = config.get("trust_remote_code", False)
+    policy, tokenizer = load_causal_lm(config["model_path"], trust_remote_code=remote)
+    if config.get("start") == "instruction_tuned":
+        policy = instruction_tuned(config, policy, n, seed)
+    evaluator = evaluating_callback(set(config["lengths"]), policy_measures(config, tokenizer))
+    if config["method"] == "grpo":
+        data = reward_prompts(config, n, seed)
+        trainer = GRPOTrainer(model=policy, reward_funcs=label_is_correct, args=args, processing_class=tokenizer,
+                              train_dataset=data, callbacks=[evaluator])
+    else:
+        data = preference_data(config, n, seed)
+        reference = load_causal_lm(config["model_path"], trust_remote_code=remote)[0]
+        if config.get("start") == "instruction_tuned":
+            reference.load_state_dict(policy.state_dict())  # DPO stays close to where the policy started
+        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tokenizer,
+                             train_dataset=data, callbacks=[evaluator],
+                             eval_dataset=preference_data(config, 64, seed + 10_000))
+    evaluator.trainer = trainer
+    trainer.train()
+    margin = trainer.evaluate().get("eval_rewards/margins") if config["method"] == "dpo" else None
+    tags = {"n": n, "seed": seed, "n_distinct": len(set(list(data["prompt"]))), "reward_margin": margin}
+    seen = max(config["lengths"]) * micro * trainer.args.world_size
+    return [{**r, **tags} for r in evaluator.rows], int(seen * example_tokens(data, tokenizer)), partition_stats(policy)
+
+
+def example_tokens(data, tokenizer) -> float:
+    """Mean tokens one example puts through the policy: the prompt with each completion (DPO's
+    chosen and rejected; GRPO's one generated label)."""
+    length = lambda texts: float(np.mean([len(tokenizer(t).input_ids) for t in list(texts)]))  # noqa: E731
+    if "chosen" in data.column_names:
+        return 2 * length(data["prompt"]) + length(data["chosen"]) + length(data["rejected"])
+    return length(data["prompt"]) + 1
+
+
+def policy_measures(config: dict, tokenizer):
+    """The policy's rows: held-out world tasks with each description (fold = the feature each reads),
+    or the held-out text task's dev and test splits with the human-view description."""
+    if config["world"] is None:
+        from fsv.regimes.training import dev_split, text_measures
+        from fsv.tasks import get_task, load_splits
+
+        target = get_task(config["task"])
+        pool, dev = dev_split(load_splits(target, config.get("task_source")))
+        return lambda m: text_measures(m, tokenizer, target, pool, dev, config.get("max_eval"), "human")
+    from fsv.regimes.instruction_tuning import VARIANTS
+    from fsv.regimes.training import fold_of, world_measures
+    from fsv.world import World, WorldConfig
+
+    world = World(WorldConfig(**config["world"]))
+    return lambda m: [{**r, "fold": fold_of(world.task(r["task"]))}
+                      for r in world_measures(m, world, world.heldout_tasks, VARIANTS)]
+
+
+def instruction_tuned(config: dict, policy, n: int, seed: int):
+    """The seed's chain: instruction-tune the base (under a DeepSpeed engine of its own, with
+    `start_hparams`) before rlhf starts from it."""
     import ray.train
 
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    stage3 = trainer.args.hf_deepspeed_config.is_zero3()
-    with deepspeed.zero.GatheredParameters(list(policy.parameters()), enabled=stage3):  # every rank joins
-        if rank == 0:
-            policy.save_pretrained(out + "/policy", safe_serialization=True)
-            tokenizer.save_pretrained(out + "/policy")
-            with open(out + "/policy/train_curve.json", "w") as f:
-                json.dump({"loss": [log["loss"] for log in trainer.state.log_history if "loss" in log], **metrics}, f)
-    checkpoint = ray.train.Checkpoint.from_directory(out + "/policy") if rank == 0 else None
-    ray.train.report(metrics, checkpoint=checkpoint)
+    from fsv.regimes.instruction_tuning import build_job
+    from fsv.train.worker import _train_one, deepspeed_config
+
+    hp = config["start_hparams"]
+    ctx = ray.train.get_context()
+    it = {**config, "tasks_trained": int(hp["tasks_trained"]), "n_levels": [int(hp["n"])], "seeds": [seed],
+          "lengths": [int(hp["steps"])], "batch": int(hp["batch"]), "lr": hp["lr"], "warmup": 0.1, "keep_models": False,
+          "deepspeed": deepspeed_config(config["train"], max(1, int(hp["batch"]) // ctx.get_world_size()))}
+    job = next(iter(build_job(it, ctx.get_world_rank(), ctx.get_world_size())))
+    job.model.load_state_dict(policy.state_dict())
+    job.evaluate = None
+    _train_one(job, it, ctx.get_world_rank(), ctx.get_world_size(), "")
+    return job.model
 
 
 def run(cell: dict, ctx) -> dict:
-    from fsv.models.load import param_count
-    from fsv.regimes.instruction_tuning import evaluate_descriptions
-    from fsv.regimes.training import train_cell, training_fields
+    from fsv.regimes.training import selection_fields, train_cell
 
     s = cell["settings"]
-    path, metrics = train_cell(cell, ctx, loop="fsv.regimes.rlhf:train_loop_per_worker", noise=s["noise"],
-                               beta=s["beta"], method=s["method"], train_tasks=cell.get("train_tasks"))
-    t0 = time.time()
-    model, tokenizer = ctx.load(path, tokenizer=cell["world"] is None)
-    fields = evaluate_descriptions(model, tokenizer, cell, ctx)
-    return {**fields, **training_fields(cell, param_count(model), metrics, time.time() - t0)}
+    metrics = train_cell(cell, ctx, loop="fsv.regimes.rlhf:train_loop_per_worker", noise=s["noise"],
+                         start=s["start"], start_hparams=s["start_hparams"], train_tasks=cell.get("train_tasks"))
+    fields = selection_fields(cell, metrics, math.log(2) if cell["method"] == "dpo" else float("nan"))
+    margins = [r["reward_margin"] for r in json.loads(metrics["evals"]) if r.get("reward_margin") is not None]
+    return {**fields, "method": cell["method"], "reward_margin": float(np.mean(margins)) if margins else None}

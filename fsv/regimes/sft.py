@@ -1,63 +1,49 @@
-"""sft: all weights learn from n examples of the target (held-out) task -- "infinitely many shots".
+"""sft: the weights learn from n examples of the target (held-out) task -- "infinitely many shots".
 
-How the n examples are laid out is an axis: `single` (one example per sequence, the usual
+How the weights move is an axis (`method`): all of them (`full`), or a low-rank update of the
+attention and MLP projections (`lora`, peft LoRA, its rank searched like a learning rate). How the
+n examples are laid out is another (`layout`): `single` (one example per sequence, the usual
 fine-tuning format) or `packed` (examples packed into one sequence like a pretraining document, so
-fine-tuning can use the model's in-context machinery). The trained model is then evaluated like the
-base model: zero-shot on the task's test symbols, which training never shows. On the world, one
-trial adapts a copy of the model to each held-out task (`per_task_jobs`) and pools their accuracy.
+fine-tuning can use the model's in-context machinery). Each adaptation is evaluated like the base
+model: zero-shot on the task's test symbols (or dev and test examples), which training never shows.
 """
 
 from __future__ import annotations
 
-import time
+from fsv.regimes.training import fresh_models, label_chance, selection_fields, sequences, text_jobs, train_cell, world_jobs
 
-import numpy as np
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-from fsv.regimes.training import (evaluate_per_task, evaluate_text_target, per_task_jobs, saver, sequences,
-                                  train_cell, training_fields)
-from fsv.train.worker import TrainJob
+
+def with_method(model, config: dict):
+    """The model as the method trains it: whole, or wrapped in a LoRA adapter of the searched rank."""
+    if config.get("method", "full") != "lora":
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    rank = int(config["hparams"]["lora_rank"])
+    targets = [t for t in LORA_TARGETS if any(name.endswith(t) for name, _ in model.named_modules())]
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                      target_modules=targets)
+    return get_peft_model(model, lora)
 
 
 def build_job(config: dict, rank: int, world_size: int):
+    from fsv.models.load import load_for_training
+
     if config["world"] is None:
-        return build_text_job(config, rank, world_size)
-    import torch
-
-    from fsv.models.load import load_for_training
-
+        tokenizer = load_for_training(config)[1]
+        base = fresh_models(config, lambda: load_for_training(config)[0])
+        return text_jobs(config, lambda: with_method(base(), config), tokenizer, rank, world_size)
     per_rank = max(1, config["batch"] // world_size)
+    base = fresh_models(config, lambda: load_for_training(config)[0])
 
-    def job(world, task, symbols) -> TrainJob:
-        rng = np.random.default_rng([config["seed"], rank, 2, world.tasks.index(task)])
+    def batch(world, task, symbols, rng):
+        return sequences(world, task, symbols, config["layout"], "none", rng, per_rank)
 
-        def batches():
-            while True:
-                ids, labels = sequences(world, task, symbols, config["layout"], "none", rng, per_rank)
-                yield {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
-
-        return TrainJob(model=load_for_training(config)[0], batches=batches(), steps=config["steps"], save=saver())
-
-    return per_task_jobs(config, job)
-
-
-def build_text_job(config: dict, rank: int, world_size: int) -> TrainJob:
-    """sft on a text task: n training examples (never test rows), the prompt without
-    demonstrations followed by the label word; loss on the label word's tokens."""
-    from fsv.models.load import load_for_training
-    from fsv.regimes.training import text_batches
-
-    model, tokenizer = load_for_training(config)
-    return TrainJob(model=model, batches=text_batches(config, tokenizer, rank, world_size), steps=config["steps"],
-                    save=saver(tokenizer), tokens_per_batch=lambda b: int(b["attention_mask"].sum()))
+    return world_jobs(config, lambda: with_method(base(), config), batch, rank)
 
 
 def run(cell: dict, ctx) -> dict:
-    path, metrics = train_cell(cell, ctx, "fsv.regimes.sft:build_job", layout=cell["layout"],
-                               task=cell["task"], task_source=cell.get("task_source"))
-    t0 = time.time()
-    if cell["world"] is None:
-        fields = evaluate_text_target(*ctx.load(path), cell, ctx)
-    else:
-        fields = evaluate_per_task(lambda task: ctx.load(f"{path}/{task.name}", tokenizer=False)[0], cell, ctx)
-    # the worker counted the model's parameters as it built the first job (whole under ZeRO-3 too)
-    return {**fields, **training_fields(cell, int(metrics["params_total"]), metrics, time.time() - t0)}
+    metrics = train_cell(cell, ctx, "fsv.regimes.sft:build_job", layout=cell["layout"])
+    return {**selection_fields(cell, metrics, label_chance(cell, ctx)), "method": cell["method"]}

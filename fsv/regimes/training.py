@@ -1,49 +1,118 @@
-"""What the training regimes share: the training data of the world, the launch of the cell's
-`TorchTrainer`, and the record fields every training trial writes."""
+"""What the training regimes share: a selection trial's jobs (every n level, seed and task of one
+hyperparameter configuration, each evaluated at every training length inside its one run), the
+training data, the launch of the cell's `TorchTrainer`, and the fields a selection record holds.
+
+A training regime is measured at its best. One trial = one configuration of its hyperparameters on
+one model instance; inside it, one adaptation per (n, seed, task), nested in n (the examples at n
+are the first n of the examples at 2n). Each adaptation is evaluated after each training length
+(`steps`), on the tasks it can be scored on: on the world, the held-out tasks' test symbols, which
+cross-fitting later splits into validation and scored halves (`fsv/search/select.py`); on text, a
+dev split carved from the train split (validation) and the test split (scored). The trial records
+its curves; which configuration and length count for a scored cell is decided afterwards, on
+validation rows only.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from typing import Iterator
+from dataclasses import replace
+from typing import Callable, Iterator
 
 import numpy as np
 
 from fsv.train.worker import TrainJob
 from fsv.world import Task, World, WorldConfig
 
+DEV_SIZE = 64  # text tasks: validation examples carved from the train split, never trained on
+
 
 def draw_examples(world: World, task: Task, n: int, seed: int) -> np.ndarray:
-    """n training examples (symbols) of `task`, from its training symbols only: the test symbols
-    stay unseen, so accuracy on them measures generalisation, never memory."""
-    rng = np.random.default_rng([seed, n, 31337, world.tasks.index(task)])
-    return rng.choice(world.train_symbols, size=n)
+    """n training examples (symbols) of `task`, from its training symbols only (the test symbols
+    stay unseen, so accuracy on them measures generalisation). Nested: the first n of one seeded
+    order, which runs through every training symbol once before any repeats, so n examples hold
+    min(n, number of training symbols) distinct inputs."""
+    rng = np.random.default_rng([seed, 31337, world.tasks.index(task)])
+    rounds = -(-n // len(world.train_symbols))
+    order = np.concatenate([rng.permutation(world.train_symbols) for _ in range(rounds)])
+    return order[:n]
 
 
-def per_task_jobs(config: dict, make_job) -> Iterator[TrainJob]:
-    """A single-task regime on the world adapts one copy of the model to *each* held-out task,
-    from n examples of that task, one after another in the same Ray Train job. Accuracy then
-    comes from every held-out task's test symbols (64 queries in the quick world, not one task's
-    8), and one trial's fixed cost serves all of them. `make_job(world, task, symbols)` builds one."""
+def fold_of(task: Task) -> str:
+    """The cross-fitting fold of a held-out world task: the feature it reads. The tasks of one
+    feature choose the hyperparameters scored on the other's, and back."""
+    return f"f{task.feature}"
+
+
+def fresh_models(config: dict, load: Callable) -> Callable[[], object]:
+    """A fresh copy of the base model for each adaptation: loaded once and copied (ZeRO 0-2), or
+    loaded again each time under ZeRO-3, where every rank holds only its partition."""
+    import copy
+
+    if config["train"]["zero_stage"] == 3:
+        return load
+    base = load()
+    return lambda: copy.deepcopy(base)
+
+
+def adaptations(config: dict, tasks: list, make_job: Callable, evaluate: Callable) -> Iterator[TrainJob]:
+    """One job per (n, seed, task) of the trial, built lazily (one model in memory at a time).
+    `make_job(task, n, seed)` builds it; `evaluate(task)` returns its measures function."""
+    for n in config["n_levels"]:
+        for seed in config["seeds"]:
+            for task in tasks:
+                job = make_job(task, n, seed)
+                job.steps, job.eval_at, job.evaluate = max(config["lengths"]), tuple(config["lengths"]), evaluate(task)
+                job.lr_schedule, job.warmup = "constant", config.get("warmup", 0.0)
+                job.save = job.save if config.get("keep_models") else None
+                job.name = f"n{n}-s{seed}-{getattr(task, 'name', task)}"
+                job.tags = {"task": getattr(task, "name", task), "n": n, "seed": seed, **job.tags}
+                yield job
+
+
+def world_measures(model, world: World, tasks: list[Task], variants=("none",)) -> list[dict]:
+    """Zero-shot accuracy and the correct label's mean log-likelihood on each task's test symbols,
+    with each description variant (the first is the main one)."""
+    from fsv.evaluate import world_prompts
+    from fsv.scoring import score_choices
+
+    rows = []
+    for task in tasks:
+        row = {"task": task.name, "split": "test"}
+        for variant in variants:
+            prompts, truth, _ = world_prompts(world, [task], 0, variant, 0, 1)
+            loglik, _ = score_choices(model, prompts, [[i] for i in world.label_ids], pad_id=world.ids["<pad>"])
+            acc = float((loglik.argmax(axis=1) == truth).mean())
+            row[f"acc_{variant}"] = acc
+            if variant == variants[0]:
+                row.update(accuracy=acc, label_logprob=float(loglik[np.arange(len(truth)), truth].mean()),
+                           n_eval=len(truth))
+        rows.append(row)
+    return rows
+
+
+def world_jobs(config: dict, make_model: Callable, batch_sequences: Callable, rank: int) -> Iterator[TrainJob]:
+    """sft and prompt tuning on the world: one adaptation per held-out task, n and seed, each from
+    n nested examples of its task; `batch_sequences(world, task, symbols, rng)` gives (ids, labels)."""
+    import torch
+
     world = World(WorldConfig(**config["world"]))
-    for task in world.heldout_tasks:
-        job = make_job(world, task, draw_examples(world, task, config["n"], config["seed"]))
-        job.name = task.name
-        yield job
 
+    def make_job(task, n, seed):
+        symbols = draw_examples(world, task, n, seed)
+        rng = np.random.default_rng([seed, rank, 2, world.tasks.index(task)])
+        torch.manual_seed(seed)  # a soft prompt's or adapter's initial values, the same on every rank
 
-def evaluate_per_task(load_trained, cell: dict, ctx) -> dict:
-    """Zero-shot accuracy of each per-task model (`load_trained(task)`) on its own task's test
-    symbols, pooled over the held-out tasks; the per-task accuracies go into the record too."""
-    from fsv.evaluate import evaluate_world
+        def batches():
+            while True:
+                ids, labels = batch_sequences(world, task, symbols, rng)
+                yield {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
 
-    per_task, correct, total = {}, 0.0, 0
-    for task in ctx.world.heldout_tasks:
-        res = evaluate_world(load_trained(task), ctx.world, [task], k=0, variant="none", seed=cell["seed"])
-        per_task[task.name] = res.accuracy
-        correct, total = correct + res.accuracy * res.n_eval, total + res.n_eval
-    return {"accuracy": correct / total, "n_eval": total, "chance": res.chance, "acc_none": correct / total,
-            "task_accuracy": json.dumps(per_task)}
+        return TrainJob(model=make_model(), batches=batches(), steps=0, save=saver(),
+                        tags={"n_distinct": len(set(symbols.tolist())), "fold": fold_of(task)})
+
+    return adaptations(config, world.heldout_tasks, make_job, lambda task: lambda m: world_measures(m, world, [task]))
 
 
 def sequences(world: World, task: Task, symbols: np.ndarray, layout: str, description: str,
@@ -65,44 +134,62 @@ def sequences(world: World, task: Task, symbols: np.ndarray, layout: str, descri
     return ids, labels
 
 
-def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None, **extra) -> tuple[str, dict]:
-    """Run the cell's training under Ray Train + DeepSpeed -- a `TrainJob` builder (`job`) in the
-    shared DeepSpeed engine loop, or a per-worker loop of its own (`loop`, e.g. trl's trainers) --
-    and return (model dir, metrics)."""
+def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None, **extra) -> dict:
+    """Run the selection trial's training under Ray Train + DeepSpeed -- a `TrainJob` builder
+    (`job`) in the shared DeepSpeed engine loop, or a per-worker loop of its own (`loop`, e.g.
+    trl's trainers) -- and return the worker's metrics (its evaluation rows under "evals")."""
     from fsv.train.launch import fit
 
     s = cell["settings"]
     config = {
-        "job": job, "model_path": ctx.model_path, "world": ctx.world_config, "seed": cell["seed"],
-        "n": cell["n"], "steps": s["steps"], "batch": s["batch"], "lr": s["lr"], "train": cell["train"],
-        "trust_remote_code": ctx.trust_remote_code,
+        "job": job, "model_path": ctx.model_path, "world": ctx.world_config, "seed": 0, "n_levels": cell["n_levels"],
+        "seeds": cell["seeds"], "lengths": s["steps"], "batch": s["batch"], "warmup": s["warmup"],
+        "hparams": cell["hparams"], "lr": cell["hparams"]["lr"],
+        "train": {**cell["train"], "weight_decay": cell["hparams"].get("weight_decay", 0.0)},
+        "trust_remote_code": ctx.trust_remote_code, "keep_models": cell.get("keep_models", False),
+        "task": cell["task"], "task_source": cell.get("task_source"), "method": cell.get("method"),
         **({"loop": loop} if loop else {}), **extra,
     }
     out = ctx.scratch / "trained"
     t0 = time.time()
     metrics = fit(config, ctx.train_storage, f"{cell['cell_id']}-{ctx.attempt}", out)
     metrics["fit_s"] = time.time() - t0
-    return str(out), metrics
+    metrics["trained_dir"] = str(out)
+    return metrics
 
 
-def evaluate_text_target(model, tokenizer, cell: dict, ctx) -> dict:
-    """Zero-shot accuracy of a model trained on a text task, on that task's test split."""
-    from fsv.hf_eval import evaluate_text
-
-    res = evaluate_text(model, tokenizer, ctx.text_task, ctx.text_splits, k=0, variant="none",
-                        seed=cell["seed"], max_eval=cell.get("max_eval"))
-    return {"accuracy": res.accuracy, "n_eval": res.n_eval, "chance": res.chance, "acc_none": res.accuracy,
-            "accuracy_norm": res.accuracy_norm}
-
-
-def training_fields(cell: dict, params: int, metrics: dict, eval_s: float) -> dict:
-    tokens = int(metrics["train_tokens"]) // int(metrics.get("jobs", 1))  # per adaptation (per task)
+def selection_fields(cell: dict, metrics: dict, chance_loss: float) -> dict:
+    """The selection record: the configuration, its curves, and what it cost."""
+    rows = json.loads(metrics["evals"])
     return {
-        "model_params": params, "train_examples": cell["n"] * (cell.get("tasks_trained") or 1),
-        "train_tokens": tokens, "train_flops": 6.0 * params * tokens,
-        "final_train_loss": float(metrics["final_train_loss"]), "train_s": float(metrics["train_s"]),
-        "eval_s": eval_s, "device": metrics["device"],
+        "phase": "select", "hparams": json.dumps(cell["hparams"], sort_keys=True), **curve_fields(rows, cell),
+        "model_params": int(metrics["params_total"]), "train_loss_chance": chance_loss,
+        "train_s": float(metrics["train_s"]), "device": metrics["device"],
+        "train_tokens": int(metrics["train_tokens"]) // max(1, int(metrics.get("jobs", 1))),
     }
+
+
+def curve_fields(rows: list[dict], cell: dict) -> dict:
+    """Every evaluation row (`curves`); the validation curve (mean accuracy over the rows a selection
+    may read -- every held-out task on the world, each fold choosing for the other; the dev split on
+    text -- and over seeds, per n and length); its best length's mean over n (`accuracy`); and
+    the training loss at the longest length."""
+    curve: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        if row.get("split", "test") == ("dev" if cell["world"] is None else "test"):
+            curve.setdefault(str(row["n"]), {}).setdefault(str(row["steps"]), []).append(row["accuracy"])
+    val_curve = {n: {L: float(np.mean(v)) for L, v in by_len.items()} for n, by_len in curve.items()}
+    longest = max(cell["settings"]["steps"])
+    return {"curves": json.dumps(rows), "val_curve": json.dumps(val_curve),
+            "accuracy": float(np.mean([max(v.values()) for v in val_curve.values()])),
+            "final_train_loss": float(np.mean([r["train_loss"] for r in rows if r["steps"] == longest]))}
+
+
+def label_chance(cell: dict, ctx) -> float:
+    """ln C: the label loss of a model that spreads its belief evenly over the C labels."""
+    if cell["world"] is not None:
+        return math.log(ctx.world.config.n_values)
+    return math.log(len(ctx.text_task.label_words))
 
 
 def saver(tokenizer=None):
@@ -113,6 +200,31 @@ def saver(tokenizer=None):
             tokenizer.save_pretrained(out)
 
     return save
+
+
+# --- text tasks ------------------------------------------------------------------------------
+
+
+def dev_split(splits):
+    """(train pool, dev) of a text task: DEV_SIZE examples carved from its train split by a fixed
+    order (the same for every seed), the rest left to draw training examples from."""
+    order = np.random.default_rng(4049).permutation(len(splits.train))
+    dev_size = min(DEV_SIZE, len(splits.train) // 4)
+    dev = [splits.train[i] for i in order[:dev_size]]
+    return replace(splits, train=[splits.train[i] for i in sorted(order[dev_size:])]), dev
+
+
+def text_measures(model, tokenizer, task, splits, dev, max_eval: int | None, variant: str = "none") -> list[dict]:
+    """Zero-shot accuracy on the dev split (validation) and the test split (scored)."""
+    from fsv.hf_eval import evaluate_text
+
+    rows = []
+    for split, scored in (("dev", replace(splits, test=dev)), ("test", splits)):
+        res = evaluate_text(model, tokenizer, task, scored, k=0, variant=variant, max_eval=max_eval)
+        logp = float(res.loglik[np.arange(len(res.labels)), res.labels].mean())
+        rows.append({"task": task.name, "split": split, "accuracy": res.accuracy, "accuracy_norm": res.accuracy_norm,
+                     "label_logprob": logp, "n_eval": res.n_eval})
+    return rows
 
 
 def label_rows(tokenizer, task, examples, variant: str) -> list[tuple[list[int], list[int]]]:
@@ -144,13 +256,37 @@ def padded_batches(rows: list, tokenizer, rng: np.random.Generator, size: int):
         yield {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def text_batches(config: dict, tokenizer, rank: int, world_size: int):
-    """Batches of a text task's n training examples (never test rows): the prompt without
-    demonstrations, then the label word; loss on the label word's tokens; right-padded."""
-    from fsv.tasks import draw_train, get_task, load_splits
+def text_jobs(config: dict, make_model: Callable, tokenizer, rank: int, world_size: int) -> Iterator[TrainJob]:
+    """sft and prompt tuning on a text task: one adaptation per (n, seed), each from the first n of
+    one seeded order of the train pool (nested), the prompt without demonstrations then the label
+    word; loss on the label word's tokens; evaluated on dev and test."""
+    from fsv.tasks import get_task, load_splits
 
     task = get_task(config["task"])
-    examples = draw_train(load_splits(task, config.get("task_source")), config["n"], config["seed"])
-    rng = np.random.default_rng([config["seed"], rank, 12])
-    return padded_batches(label_rows(tokenizer, task, examples, "none"), tokenizer, rng,
-                          max(1, config["batch"] // world_size))
+    pool, dev = dev_split(load_splits(task, config.get("task_source")))
+
+    def make_job(_, n, seed):
+        import torch
+
+        examples = nested_draw(pool, n, seed)
+        rng = np.random.default_rng([seed, rank, 12])
+        torch.manual_seed(seed)
+        batches = padded_batches(label_rows(tokenizer, task, examples, "none"), tokenizer, rng,
+                                 max(1, config["batch"] // world_size))
+        return TrainJob(model=make_model(), batches=batches, steps=0, save=saver(tokenizer),
+                        tokens_per_batch=lambda b: int(b["attention_mask"].sum()),
+                        tags={"n_distinct": len({ex.key for ex in examples})})
+
+    measures = lambda _: lambda m: text_measures(m, tokenizer, task, pool, dev, config.get("max_eval"))  # noqa: E731
+    return adaptations(config, [task.name], make_job, measures)
+
+
+def nested_draw(splits, n: int, seed: int) -> list:
+    """The first n of one seeded order of the train pool: n examples are within 2n's."""
+    from fsv.errors import ConfigError
+
+    if n > len(splits.train):
+        raise ConfigError("n", n, f"task {splits.task.name} has {len(splits.train)} training examples after "
+                                  f"{DEV_SIZE} are kept for validation; accepted: n <= {len(splits.train)}")
+    order = np.random.default_rng([seed, 6007]).permutation(len(splits.train))
+    return [splits.train[i] for i in order[:n]]

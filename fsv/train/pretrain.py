@@ -39,6 +39,7 @@ def build(config: dict, rank: int, world_size: int) -> TrainJob:
         lr_schedule=config["schedule"],
         warmup=config["warmup"],
         cooldown=config["cooldown"],
+        save_at=tuple(config.get("checkpoints", [])),
         tokens_per_batch=lambda b: int(b["input_ids"].numel()),
         extra={"loss": weighted_label_loss},
     )

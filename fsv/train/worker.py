@@ -23,7 +23,7 @@ class TrainJob:
     model: object  # a torch.nn.Module (HF model or peft model)
     batches: Iterator[dict]  # this rank's batches, one per step
     steps: int
-    save: Callable[[object, str], None]  # save(module, directory) on rank 0
+    save: Callable[[object, str], None] | None  # save(module, directory) on rank 0; None: nothing to keep
     trainable: Callable[[], list] | None = None  # parameters to optimise (default: all requiring grad)
     tokens_per_batch: Callable[[dict], int] = lambda b: int(b["input_ids"].numel())
     lr_schedule: str = "constant"  # "cosine" (decay from the start) or "wsd" (hold, then linear decay)
@@ -31,6 +31,10 @@ class TrainJob:
     cooldown: float = 0.2  # share of steps of the linear decay that ends a "wsd" schedule
     extra: dict = field(default_factory=dict)
     name: str = ""  # the job's folder in the checkpoint when a builder returns several jobs
+    evaluate: Callable[[object], list[dict]] | None = None  # rows of measures of the module being trained
+    eval_at: tuple[int, ...] = ()  # steps after which `evaluate` runs: training lengths read from one run
+    tags: dict = field(default_factory=dict)  # what the job is (task, n, seed): copied into each evaluation row
+    save_at: tuple[int, ...] = ()  # steps at which `save` also keeps a checkpoint (`checkpoints/step<N>/`)
 
 
 def deepspeed_config(train: dict, micro_batch: int) -> dict:
@@ -112,6 +116,9 @@ def train_loop_per_worker(config: dict) -> None:
             "setup_s": time.time() - t_start - train_s, "import_s": t_imported - t_start, "build_s": build_s,
             "engine_s": sum(d["engine_s"] for d in done),
         }
+        evals = [row for d in done for row in d["evals"]]
+        if evals:  # a selection trial's curves: every job evaluated at each training length
+            metrics["evals"] = json.dumps(evals)
         checkpoint = ray.train.Checkpoint.from_directory(out) if rank == 0 else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -132,17 +139,29 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
         config=config["deepspeed"], dist_init_required=False,
     )
     t_first = time.time()
-    curve, tokens = _run_steps(engine, job, config, rank)
-    train_s = time.time() - t_first
+    snapshot = lambda step: _save(engine, job, config, rank, os.path.join(out, "checkpoints", f"step{step}"))  # noqa: E731
+    curve, tokens, evals = _run_steps(engine, job, config, snapshot, rank)
+    for row in evals:
+        row["tokens"] *= world_size  # tokens of the whole run up to that length, all ranks
+    train_s = time.time() - t_first - sum(e["eval_s"] for e in evals)
+    _save(engine, job, config, rank, out, {"loss": curve, "train_s": train_s, "train_tokens": tokens * world_size, **loaded})
+    return {"train_s": train_s, "engine_s": t_first - t_built, "train_tokens": tokens * world_size,
+            "final_loss": curve[-1] if curve else float("nan"), "loaded": loaded, "device": str(engine.device),
+            "evals": evals}
+
+
+def _save(engine, job: TrainJob, config: dict, rank: int, out: str, curve: dict | None = None) -> None:
+    """Rank 0 saves the job's weights (gathered from every rank under ZeRO-3) and its loss curve."""
+    import deepspeed
+
     stage3 = config["train"]["zero_stage"] == 3
-    with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage3):
-        if rank == 0:
+    with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage3):  # every rank joins
+        if rank == 0 and job.save is not None:
             os.makedirs(out, exist_ok=True)
             job.save(engine.module, out)
-            with open(os.path.join(out, "train_curve.json"), "w") as f:
-                json.dump({"loss": curve, "train_s": train_s, "train_tokens": tokens * world_size, **loaded}, f)
-    return {"train_s": train_s, "engine_s": t_first - t_built, "train_tokens": tokens * world_size,
-            "final_loss": curve[-1] if curve else float("nan"), "loaded": loaded, "device": str(engine.device)}
+            if curve is not None:
+                with open(os.path.join(out, "train_curve.json"), "w") as f:
+                    json.dump(curve, f)
 
 
 def _peak_rss_mb() -> float:
@@ -152,13 +171,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run_steps(engine, job: TrainJob, config: dict, rank: int = 0) -> tuple[list[float], int]:
+def _run_steps(engine, job: TrainJob, config: dict, snapshot=None, rank: int = 0) -> tuple[list[float], int, list[dict]]:
     import torch
 
     from fsv.train.steps import reporter
 
     device, tick = engine.device, reporter(config, rank, job.steps)
-    curve, tokens = [], 0
+    curve, tokens, evals = [], 0, []
     for step, batch in zip(range(1, job.steps + 1), job.batches):
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         loss = job.extra["loss"](engine, batch) if "loss" in job.extra else engine(**batch).loss
@@ -166,8 +185,28 @@ def _run_steps(engine, job: TrainJob, config: dict, rank: int = 0) -> tuple[list
         engine.step()
         curve.append(_mean_over_ranks(loss.detach()))
         tokens += job.tokens_per_batch(batch)
+        if step in job.save_at and snapshot is not None:
+            snapshot(step)
+        if step in job.eval_at and job.evaluate is not None:
+            evals += _evaluate(engine, job, step, curve, tokens)
         tick(step)
-    return curve, tokens
+    return curve, tokens, evals
+
+
+def _evaluate(engine, job: TrainJob, step: int, curve: list[float], tokens: int) -> list[dict]:
+    """The job's measures after `step` steps: a run of that length, read without a second run. Every
+    rank evaluates (under ZeRO-3 each forward needs them all); rank 0's rows are the ones kept."""
+    import torch
+
+    t0 = time.time()
+    engine.module.eval()
+    with torch.no_grad():
+        rows = job.evaluate(engine.module)
+    engine.module.train()
+    recent = curve[-max(1, len(curve) // 10):]  # the loss over the last tenth of the steps: less noisy than one batch
+    spent = time.time() - t0
+    return [{**job.tags, **row, "steps": step, "train_loss": sum(recent) / len(recent), "tokens": tokens,
+             "eval_s": spent / max(1, len(rows))} for row in rows]
 
 
 def _mean_over_ranks(loss) -> float:

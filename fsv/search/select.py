@@ -1,0 +1,123 @@
+"""Selection: a training group's search trials become its scored cells, choosing on validation only.
+
+A selection trial (phase "select") records, for one configuration of hyperparameters, every
+adaptation's measures at every training length (`curves`: rows of task, n, seed, steps, split,
+fold, accuracy, ...). A scored cell (phase "measure": one n, one training seed, one fold) takes the
+configuration *and* length whose mean validation accuracy at its n is best, and reports its own
+rows at that configuration and length. Validation never includes a scored row:
+- world: cross-fitting. A scored cell of fold f (the held-out tasks reading feature f) is chosen
+  by the held-out tasks of the other features, and back;
+- text: a dev split carved from the train split chooses; the test split is scored.
+Ties go to the smaller learning rate, then the shorter run (a stable order, never the test rows).
+Every function here is pure: the same records always give the same scored records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from fsv.config import Range
+from fsv.search.space import edges, grid_points
+
+
+@dataclass
+class Trial:
+    cell_id: str
+    hparams: dict
+    rows: list[dict]
+
+
+def is_validation(row: dict, fold: str | None) -> bool:
+    return row.get("fold") != fold if fold is not None else row.get("split") == "dev"
+
+
+def is_scored(row: dict, fold: str | None) -> bool:
+    return row.get("fold") == fold if fold is not None else row.get("split") == "test"
+
+
+def choose(trials: list[Trial], n: int, fold: str | None) -> tuple[Trial, int, float]:
+    """(trial, length, validation accuracy) with the best validation accuracy at n, averaged over
+    the validation tasks and training seeds; reads validation rows only."""
+    best = None
+    for trial in trials:
+        by_length: dict[int, list[float]] = {}
+        for row in trial.rows:
+            if row["n"] == n and is_validation(row, fold):
+                by_length.setdefault(row["steps"], []).append(row["accuracy"])
+        for length, accs in by_length.items():
+            key = (float(np.mean(accs)), -trial.hparams.get("lr", 0.0), -length, trial.cell_id)
+            if best is None or key > best[0]:
+                best = (key, trial, length)
+    if best is None:
+        raise ValueError(f"no validation rows at n={n} (fold {fold})")
+    return best[1], best[2], best[0][0]
+
+
+def scored_fields(cell: dict, trial: Trial, length: int, val_acc: float, spaces: dict, lengths: list[int],
+                  trials: list[Trial]) -> dict:
+    """The scored record's measured fields: its own rows at the chosen configuration and length."""
+    rows = [r for r in trial.rows if r["n"] == cell["n"] and r["seed"] == cell["seed"] and r["steps"] == length
+            and is_scored(r, cell["fold"])]
+    if not rows:
+        raise ValueError(f"trial {trial.cell_id} has no scored rows for n={cell['n']} seed={cell['seed']}")
+    mean = lambda key: float(np.mean([r[key] for r in rows])) if all(r.get(key) is not None for r in rows) else None  # noqa: E731
+    validation = sorted({r["task"] if cell["fold"] is not None else f"{r['task']}:dev"
+                         for r in trial.rows if is_validation(r, cell["fold"])})
+    searched = {k: spaces[k] if isinstance(spaces.get(k), Range) else v for k, v in explored(trials).items()}
+    on_edge = edges(searched, trial.hparams) + (["steps"] if len(lengths) > 1 and length in (min(lengths), max(lengths)) else [])
+    selection = {"val_accuracy": val_acc, "on_edge": on_edge, "trial": trial.cell_id, "candidates": len(trials),
+                 "explored": explored(trials), "lengths": lengths}
+    fields = {
+        "accuracy": mean("accuracy"), "n_eval": int(sum(r["n_eval"] for r in rows)),
+        "task_accuracy": json.dumps({r["task"]: r["accuracy"] for r in rows}),
+        "label_logprob": mean("label_logprob"), "accuracy_norm": mean("accuracy_norm"),
+        "acc_none": mean("acc_none"), "acc_model": mean("acc_model"), "acc_human": mean("acc_human"),
+        "hparams": json.dumps({**trial.hparams, "steps": length}, sort_keys=True),
+        "selected_on": json.dumps(validation), "selection": json.dumps(selection, sort_keys=True),
+        "final_train_loss": mean("train_loss"), "n_distinct": int(round(mean("n_distinct"))),
+        "train_tokens": int(mean("tokens")), "reward_margin": mean("reward_margin"),
+    }
+    return fields
+
+
+def explored(trials: list[Trial]) -> dict[str, list]:
+    """Every value each hyperparameter took among the group's trials (widened values included)."""
+    names = sorted({k for t in trials for k in t.hparams})
+    return {k: sorted({t.hparams[k] for t in trials if k in t.hparams}) for k in names}
+
+
+def trials_by_group(records) -> dict[str, list[tuple[dict, Trial]]]:
+    """The finished selection trials of every group, as (cell, Trial), in a stable order."""
+    frame = records[(records["phase"] == "select") & (records["status"] == "ok")]
+    groups: dict[str, list[tuple[dict, Trial]]] = {}
+    for row in frame.itertuples():
+        cell = json.loads(row.config)
+        groups.setdefault(cell["group"], []).append((cell, Trial(row.cell_id, json.loads(row.hparams), json.loads(row.curves))))
+    return {g: sorted(v, key=lambda ct: ct[1].cell_id) for g, v in groups.items()}
+
+
+def for_fold(trials: list[tuple[dict, Trial]], fold: str | None) -> list[Trial]:
+    """The trials that may choose for a scored fold: every trial of a grid (its cell has no fold), or
+    the adaptive search run for that fold."""
+    return [t for cell, t in trials if cell.get("fold") in (None, fold)]
+
+
+def widened_points(spaces: dict, trials: list[Trial], chosen: list[dict], rounds_left: int) -> list[dict]:
+    """Grid search only: where a chosen learning rate sits on the edge of those explored, the next
+    value beyond it (x3 or /3), with every value of the other hyperparameters; at most
+    `rounds_left` more values beyond the study's own list on either side."""
+    lrs = explored(trials).get("lr", [])
+    if len(lrs) < 2 or rounds_left <= 0:
+        return []
+    listed = spaces["lr"]
+    beyond = {"low": sum(v < min(listed) for v in lrs), "high": sum(v > max(listed) for v in lrs)}
+    new = set()
+    for point in chosen:
+        if point["lr"] == min(lrs) and beyond["low"] < rounds_left:
+            new.add(min(lrs) / 3)
+        if point["lr"] == max(lrs) and beyond["high"] < rounds_left:
+            new.add(max(lrs) * 3)
+    return [p for lr in sorted(new) for p in grid_points({**spaces, "lr": [float(f"{lr:.3g}")]})]

@@ -1,0 +1,116 @@
+"""After the selection trials: write each training group's scored records, and widen a grid whose
+choice sits on its edge.
+
+A group (one model instance, regime, task and axes) is measured once every one of its selection
+trials has an `ok` record. Its scored records are derived from those records alone
+(`fsv.search.select`), so re-running this after a resume writes the same records again. With
+`search.method: grid`, a group whose chosen learning rate lies on the edge of the rates explored
+gets the next rate beyond it (x3 or /3, `search.widen` rounds at most) as new selection trials,
+and is measured only when those have run.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fsv.config import StudyConfig
+from fsv.grid import cell_id
+from fsv.records import read_records, write_record
+from fsv.search.select import choose, for_fold, scored_fields, trials_by_group, widened_points
+
+
+def known_cells(cells: list[dict], records) -> list[dict]:
+    """The study's cells plus the widened selection trials an earlier run added (their records
+    hold their cells), so a resumed study knows every trial it has run."""
+    ids = {c["cell_id"] for c in cells}
+    groups = {c.get("group") for c in cells if c.get("group")}
+    extra = []
+    for row in records[records["phase"] == "select"].itertuples():
+        cell = json.loads(row.config)
+        if row.cell_id not in ids and cell.get("group") in groups:
+            extra.append(cell)
+            ids.add(row.cell_id)
+    return cells + extra
+
+
+def measure_groups(study: StudyConfig, root: str, cells: list[dict]) -> list[dict]:
+    """Write the scored records of every group whose search is complete; return the widened
+    selection cells still to run (grid search only)."""
+    from study.trial import base_record
+
+    records = read_records(root)
+    trials = trials_by_group(records)
+    facts = records.set_index("cell_id")[["model_params", "train_loss_chance", "device"]].to_dict("index")
+    widened = []
+    for group, scored in _scored_by_group(cells).items():
+        done = trials.get(group, [])
+        if not searched(group, cells, done):
+            continue
+        section = study.regime_sections()[scored[0]["regime"]]
+        new = _widen(study, section, done, scored, {c["cell_id"] for c in cells})
+        if new:
+            widened += new
+            continue
+        for cell in scored:
+            write_record(root, _scored_record(study, cell, section, for_fold(done, cell["fold"]), facts, base_record))
+    return widened
+
+
+def searched(group: str, cells: list[dict], done: list) -> bool:
+    """Whether a group's search is complete: every grid point has a finished trial, or each adaptive
+    search plan (one per fold) has as many finished trials as it samples."""
+    ids = {t.cell_id for _, t in done}
+    grid = [c["cell_id"] for c in cells if c.get("group") == group and c.get("phase") == "select" and "samples" not in c]
+    plans = [c for c in cells if c.get("group") == group and c.get("phase") == "search"]
+    if plans:
+        return all(sum(cell.get("fold") == p["fold"] for cell, _ in done) >= p["samples"] for p in plans)
+    return bool(grid) and set(grid) <= ids
+
+
+def _scored_by_group(cells: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for c in cells:
+        if c.get("phase") == "measure" and c.get("group"):
+            out.setdefault(c["group"], []).append(c)
+    return out
+
+
+def _widen(study: StudyConfig, section, done, scored: list[dict], existing: set) -> list[dict]:
+    if study.search.method != "grid":
+        return []
+    chosen = [choose(for_fold(done, c["fold"]), c["n"], c["fold"])[0].hparams for c in scored]
+    template = next(cell for cell, _ in done if cell.get("phase") == "select")
+    spaces = section.spaces()
+    trials = [t for _, t in done]
+    new = []
+    for point in widened_points(spaces, trials, chosen, study.search.widen):
+        cell = {k: v for k, v in template.items() if k != "cell_id"} | {"hparams": point}
+        cell["cell_id"] = cell_id(cell)
+        if cell["cell_id"] not in existing:
+            new.append(cell)
+    return new
+
+
+def _scored_record(study: StudyConfig, cell: dict, section, trials, facts: dict, base_record) -> dict:
+    """A scored cell's record: its rows at the configuration and length chosen on validation, with
+    the facts of the selection trial they came from (parameters, device, the objective's chance)."""
+    trial, length, val_acc = choose(trials, cell["n"], cell["fold"])
+    record = base_record(cell, study.name)
+    fields = scored_fields(cell, trial, length, val_acc, section.spaces(), list(section.steps), trials)
+    source = facts[trial.cell_id]
+    params = int(source["model_params"])
+    record.update(fields, phase="measure", model_params=params, train_examples=cell["n"] * (cell.get("tasks_trained") or 1),
+                  train_flops=6.0 * params * fields["train_tokens"], train_loss_chance=source["train_loss_chance"],
+                  chance=chance(cell, study), device=source["device"], status="ok", error=None, attempts=1, wall_s=0.0)
+    return record
+
+
+def chance(cell: dict, study: StudyConfig) -> float:
+    """Accuracy of a uniform guess over the task's labels."""
+    if cell["world"] is not None:
+        from fsv.grid import world_of
+
+        return 1.0 / world_of(study).config.n_values
+    from fsv.tasks import get_task
+
+    return get_task(cell["task"]).chance

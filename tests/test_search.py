@@ -1,0 +1,158 @@
+"""The hyperparameter search's pure parts: nested draws, the choice on validation rows only (a
+scored task never influences its own selection), edges and widening, and the scored records a
+group's selection trials become."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fsv.config import parse_study
+from fsv.grid import expand
+from fsv.regimes.training import draw_examples, fold_of
+from fsv.search.select import Trial, choose, is_scored, is_validation, widened_points
+from fsv.search.space import edges, grid_points
+from fsv.world import World, preset
+
+WORLD = World(preset("quick"))
+
+
+def test_world_draws_are_nested_and_count_distinct_inputs():
+    for task in WORLD.heldout_tasks[:3]:
+        for seed in (0, 1):
+            big = draw_examples(WORLD, task, 16, seed)
+            for n in (1, 2, 4, 6, 8):
+                small = draw_examples(WORLD, task, n, seed)
+                assert list(small) == list(big[:n])  # the examples at n are the first n of those at 2n
+                assert len(set(small.tolist())) == min(n, len(WORLD.train_symbols))
+            assert set(big.tolist()) <= set(WORLD.train_symbols.tolist())  # never a test symbol
+    assert list(draw_examples(WORLD, WORLD.heldout_tasks[0], 8, 0)) != list(draw_examples(WORLD, WORLD.heldout_tasks[0], 8, 1))
+
+
+def test_text_draws_are_nested():
+    from types import SimpleNamespace
+
+    from fsv.regimes.training import nested_draw
+
+    splits = SimpleNamespace(train=list(range(50)), task=SimpleNamespace(name="t"))
+    assert nested_draw(splits, 8, 3) == nested_draw(splits, 16, 3)[:8]
+
+
+def _table(rng, tasks, lrs=(1e-4, 1e-3, 1e-2), lengths=(5, 10, 20), ns=(1, 4), seeds=(0, 1)):
+    trials = []
+    for i, lr in enumerate(lrs):
+        rows = [{"task": t.name, "fold": fold_of(t), "split": "test", "n": n, "seed": s, "steps": L,
+                 "accuracy": float(rng.random())} for t in tasks for n in ns for s in seeds for L in lengths]
+        trials.append(Trial(f"trial{i}", {"lr": lr, "weight_decay": 0.0}, rows))
+    return trials
+
+
+def test_the_choice_is_the_best_on_validation():
+    trials = _table(np.random.default_rng(0), WORLD.heldout_tasks)
+    for fold in ("f0", "f1"):
+        for n in (1, 4):
+            chosen, length, score = choose(trials, n, fold)
+            best = max(np.mean([r["accuracy"] for r in t.rows if r["n"] == n and r["steps"] == L and r["fold"] != fold])
+                       for t in trials for L in (5, 10, 20))
+            assert score == pytest.approx(best)
+
+
+def test_a_scored_task_never_influences_its_own_selection():
+    """Whatever the scored fold's rows say, the configuration chosen for it stays the same."""
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        trials = _table(rng, WORLD.heldout_tasks)
+        before = {(f, n): choose(trials, n, f)[:2] for f in ("f0", "f1") for n in (1, 4)}
+        for fold in ("f0", "f1"):
+            for t in trials:
+                for row in t.rows:
+                    if is_scored(row, fold):
+                        row["accuracy"] = float(rng.random())  # rewrite every scored row of this fold
+            for n in (1, 4):
+                chosen, length = choose(trials, n, fold)[:2]
+                assert (chosen.cell_id, length) == (before[(fold, n)][0].cell_id, before[(fold, n)][1])
+            for t in trials:  # and back, for the next fold's check
+                for row in t.rows:
+                    if is_scored(row, fold):
+                        row["accuracy"] = 0.0
+            before = {(f, n): choose(trials, n, f)[:2] for f in ("f0", "f1") for n in (1, 4)}
+
+
+def test_text_selection_reads_the_dev_split_only():
+    rows = [{"task": "sst2", "split": split, "n": 4, "seed": 0, "steps": 10, "accuracy": acc}
+            for split, acc in (("dev", 0.6), ("test", 0.9))]
+    trials = [Trial("a", {"lr": 1e-3}, rows), Trial("b", {"lr": 1e-2}, [dict(r, accuracy=1 - r["accuracy"]) for r in rows])]
+    chosen, _, score = choose(trials, 4, None)
+    assert chosen.cell_id == "a" and score == 0.6  # dev .6 > .4, whatever test says
+    assert all(is_validation(r, None) == (r["split"] == "dev") for r in rows)
+
+
+def test_edges_and_widening():
+    spaces = {"lr": [1e-4, 1e-3, 1e-2], "weight_decay": [0.0]}
+    assert grid_points(spaces) == [{"lr": lr, "weight_decay": 0.0} for lr in spaces["lr"]]
+    assert edges(spaces, {"lr": 1e-2, "weight_decay": 0.0}) == ["lr"]  # a one-value list is not searched
+    assert edges(spaces, {"lr": 1e-3, "weight_decay": 0.0}) == []
+    trials = [Trial(str(i), p, []) for i, p in enumerate(grid_points(spaces))]
+    assert widened_points(spaces, trials, [{"lr": 1e-2}], rounds_left=1) == [{"lr": 0.03, "weight_decay": 0.0}]
+    assert widened_points(spaces, trials, [{"lr": 1e-4}], rounds_left=1) == [{"lr": 3.33e-05, "weight_decay": 0.0}]
+    assert widened_points(spaces, trials, [{"lr": 1e-3}], rounds_left=1) == []
+    wider = trials + [Trial("w", {"lr": 0.03, "weight_decay": 0.0}, [])]
+    assert widened_points(spaces, wider, [{"lr": 0.03}], rounds_left=1) == []  # one round beyond the list, no more
+
+
+def test_the_grid_lists_selection_trials_and_the_scored_cells_they_become():
+    study = parse_study({"name": "s", "models": ["world-xs"], "seeds": [0, 1, 2],
+                         "pretrain": {"steps": 100, "checkpoints": [50]},
+                         "regimes": {"sft": {"n": [1, 2, 4], "lr": [1e-4, 1e-3, 1e-2, 3e-2], "steps": [5, 10]}}})
+    cells = expand(study)
+    select = [c for c in cells if c["phase"] == "select"]
+    scored = [c for c in cells if c["phase"] == "measure"]
+    assert len(select) == 2 * 4  # 2 instances (the finished model and step 50) x 4 learning rates
+    assert len(scored) == 2 * 3 * 3 * 2  # instances x n x seeds x folds
+    assert {c["instance"] for c in cells} == {"world-xs/p0/final", "world-xs/p0/step50"}
+    assert all(c["n_levels"] == [1, 2, 4] and c["seeds"] == [0, 1, 2] for c in select)
+    assert {c["group"] for c in select} == {c["group"] for c in scored}
+
+
+def test_adaptive_searches_list_one_plan_per_fold():
+    study = parse_study({"name": "s", "models": ["world-xs"], "search": {"method": "optuna", "samples": 6,
+                                                                         "scheduler": "asha"},
+                         "regimes": {"sft": {"n": [1, 2], "lr": {"low": 1e-4, "high": 1e-1}}}})
+    plans = [c for c in expand(study) if c["phase"] == "search"]
+    assert [(p["fold"], p["samples"]) for p in plans] == [("f0", 6), ("f1", 6)]
+
+
+def test_scored_records_come_from_their_groups_trials(tmp_path):
+    """measure_groups on hand-written selection records: each scored record takes its fold's rows at
+    the configuration the other fold chose, and names the tasks that chose it."""
+    from fsv.records import read_records, write_record
+    from study.selection import measure_groups
+    from study.trial import base_record
+
+    study = parse_study({"name": "s", "models": ["world-xs"], "seeds": [0], "search": {"widen": 0},
+                         "regimes": {"sft": {"n": [2], "lr": [1e-3, 1e-2], "steps": [5, 10]}}})
+    cells = expand(study)
+    rng = np.random.default_rng(3)
+    for cell in (c for c in cells if c["phase"] == "select"):
+        rows = [{"task": t.name, "fold": fold_of(t), "split": "test", "n": 2, "seed": 0, "steps": L, "n_distinct": 2,
+                 "accuracy": float(rng.random()), "label_logprob": -1.0, "n_eval": 8, "train_loss": 0.5, "tokens": 100}
+                for t in WORLD.heldout_tasks for L in (5, 10)]
+        record = base_record(cell, "s") | {"phase": "select", "hparams": json.dumps(cell["hparams"]), "status": "ok",
+                                           "curves": json.dumps(rows), "model_params": 1000, "device": "cpu",
+                                           "train_loss_chance": float(np.log(4))}
+        write_record(tmp_path, record)
+    assert measure_groups(study, str(tmp_path), cells) == []
+    frame = read_records(tmp_path)
+    scored = frame[frame["phase"] == "measure"]
+    assert len(scored) == 2
+    for rec in scored.itertuples():
+        own = {t.name for t in WORLD.heldout_tasks if fold_of(t) == rec.fold}
+        assert set(json.loads(rec.task_accuracy)) == own
+        assert own.isdisjoint(json.loads(rec.selected_on))
+        assert json.loads(rec.hparams)["steps"] in (5, 10) and rec.train_flops == 6.0 * 1000 * 100
+    first = pd.read_parquet(tmp_path / "records")
+    measure_groups(study, str(tmp_path), cells)  # deriving again writes the same records
+    again = pd.read_parquet(tmp_path / "records")
+    key = ["cell_id", "accuracy", "hparams", "selected_on"]
+    assert first.sort_values("cell_id")[key].equals(again.sort_values("cell_id")[key])

@@ -5,7 +5,8 @@ it rewrites one line; in a log it prints a line every 10 %.
 
 The ETA: every cell has an expected cost from its kind (regime, model size, k or steps); once
 cells of a kind finish, their measured mean replaces the guess for that kind, and kinds not yet
-seen are scaled by what their family (training / in-context) measured so far against its guess.
+seen are scaled by what their family (training / in-context) measured so far against its guess
+(a family with none measured yet is scaled like the others: the machine's pace is shared).
 ETA = elapsed x (expected cost of the cells left) / (cost of the cells done): a run whose quick
 in-context cells finish first no longer promises the end while its training cells are still ahead.
 """
@@ -21,6 +22,7 @@ from ray.tune import Callback
 
 # a guess (seconds on 2 cores) before any cell of a kind finishes; measured means replace it
 IN_CONTEXT_S, TRAIN_FIXED_S, STEP_S_PER_M = 2.0, 2.0, 0.02
+WORLD_HELDOUT = 8  # held-out tasks of the quick world: one adaptation each
 
 
 def _clock(seconds: float) -> str:
@@ -47,8 +49,10 @@ def longest(cell: dict) -> int:
 
 
 def adaptations(cell: dict) -> int:
-    """Models a training cell adapts: n levels x seeds (x tasks trained on, for multi-task regimes)."""
-    return len(cell.get("n_levels") or [1]) * len(cell.get("seeds") or [1]) * (cell.get("tasks_trained") or 1)
+    """Models a training cell adapts: n levels x seeds x tasks (each held-out task of the world, or
+    the tasks a multi-task regime trains on)."""
+    tasks = cell.get("tasks_trained") or (WORLD_HELDOUT if cell.get("world") else 1)
+    return len(cell.get("n_levels") or [1]) * len(cell.get("seeds") or [1]) * tasks
 
 
 def kind(cell: dict) -> tuple:
@@ -81,8 +85,9 @@ class CostModel:
         key = kind(cell)
         if key in self.measured:
             return statistics.mean(self.measured[key])
-        ratios = [statistics.mean(v) / self.guesses[k] for k, v in self.measured.items() if k[0] == key[0]]
-        return guess(cell) * (statistics.median(ratios) if ratios else 1.0)
+        ratios = {k: statistics.mean(v) / self.guesses[k] for k, v in self.measured.items()}
+        family = [r for k, r in ratios.items() if k[0] == key[0]] or list(ratios.values())  # else: this machine's pace
+        return guess(cell) * (statistics.median(family) if family else 1.0)
 
 
 class Progress(Callback):

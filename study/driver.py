@@ -238,8 +238,15 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool) 
         Progress.say("interrupted; records written so far are kept; run the same command to resume")
         raise
     finally:
-        service.stop()
+        _say_restarts(service.stop())
     _record_crashed_trials(study, root, grid, cells)
+
+
+def _say_restarts(reports: list[dict]) -> None:
+    """A server generation that ended on an error (its cell was put back and ran again): say why."""
+    for report in reports:
+        for error in report["errors"]:
+            Progress.say(f"a training server restarted after: {error.strip().splitlines()[-1][:300]}")
 
 
 def _training_service(root: str, cells: list[dict]):

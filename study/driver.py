@@ -19,7 +19,7 @@ from fsv.config import IN_CONTEXT, StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
 from fsv.records import list_names, local_view, ok_cell_ids, read_records, write_record, write_text
-from study.progress import Progress
+from study.progress import PretrainProgress, Progress
 from study.search import plans, run_searches
 from study.selection import known_cells, measure_groups
 from study.trial import base_record, run_trial
@@ -188,7 +188,9 @@ def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: 
             _run_trials(study, root, todo, verbose, store)
         if plans(cells):
             connect(address, verbose)
-            run_searches(study, root, cells, _trial_env(study, root, todo, store), lambda c: _resources(c, study.train), verbose)
+            with _training_service(root, plans(cells)):  # the search trials' cells go to its servers
+                run_searches(study, root, cells, _trial_env(study, root, todo, store), lambda c: _resources(c, study.train),
+                             verbose)
             cells = known_cells(cells, read_records(root))
         todo = measure_groups(study, root, cells)
         if not todo:
@@ -257,7 +259,7 @@ def ensure_models(study: StudyConfig, cells: list[dict], tracker, store=None) ->
         Progress.say(f"pretrained {name} (pretrain seed {seed}) in {time.time() - t0:.0f} s"
                      + (f", published to {store.uri}" if store else ""))
 
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    with PretrainProgress(), ThreadPoolExecutor(max_workers=parallel) as pool:
         list(pool.map(one, missing))
 
 
@@ -291,26 +293,65 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, 
     env = _trial_env(study, root, todo, store)
     trainable = tune.with_resources(tune.with_parameters(run_trial, cells=cells, env=env),
                                     lambda config: _resources(cells[config["cell_id"]], study.train))
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    per_trial = max(1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in todo)
-    progress = Progress(len(todo))
+    concurrent = _training_pools(todo)[1]
+    progress = Progress(todo)
     if not verbose:  # Tune's new console output prints its tables even when silent; ours replaces them
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,
         param_space={"cell_id": tune.grid_search(list(cells))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max(1, cpus // per_trial), reuse_actors=True),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
             name=_attempt_name(root), storage_path=_tune_storage(root), verbose=2 if verbose else 0,
             callbacks=[progress], failure_config=tune.FailureConfig(max_failures=study.retries),
         ),
     )
+    service = _training_service(root, todo)  # before the trials: their fit() finds it by name
     try:
         grid = tuner.fit()
     except KeyboardInterrupt:
         Progress.say("interrupted; records written so far are kept; run the same command to resume")
         raise
+    finally:
+        _say_restarts(service.stop())
     _record_crashed_trials(study, root, grid, cells)
+
+
+def _say_restarts(reports: list[dict]) -> None:
+    """A server generation that ended on an error (its cell was put back and ran again): say why."""
+    for report in reports:
+        for error in report["errors"]:
+            Progress.say(f"a training server restarted after: {error.strip().splitlines()[-1][:300]}")
+
+
+def _training_service(root: str, cells: list[dict]):
+    """The training service for these cells' placements (`fsv.train.service`); `.stop()` ends it."""
+    from fsv.train.service import TrainService
+
+    return TrainService(_training_pools(cells)[0], f"{root}/train")
+
+
+def _training_pools(todo: list[dict]) -> tuple[list, int]:
+    """(servers per training placement, max concurrent trials). Servers hold their workers' CPUs
+    for the whole run (`fsv.train.service.pool_sizes` leaves a CPU to in-context and rlhf trials);
+    a trial whose cell a server trains holds no CPU, and each server gets two such trials, one
+    training while the other evaluates its model; the CPUs left run the other trials.
+    2 cores, 1-worker training + in-context cells: 1 server + 1 CPU -> 2 + 1 = 3 trials at a time;
+    training only: 2 servers -> 4. FSV_TRAIN_SERVICE=0: one fit per cell, as before."""
+    import ray
+
+    from fsv.train.service import PER_FIT_REGIMES, placement, pool_sizes
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    pools = pool_sizes(todo, cpus, gpus) if os.environ.get("FSV_TRAIN_SERVICE", "1") != "0" else []
+    served = {placement(t) for t, _ in pools}
+    held = sum(n * t["workers"] * t["cpus_per_worker"] for t, n in pools)
+    alone = [c for c in todo if c["train"] is None or c["regime"] in PER_FIT_REGIMES or placement(c["train"]) not in served]
+    per_trial = max((1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in alone),
+                    default=1)
+    feeders = 2 * sum(n for _, n in pools)
+    return pools, max(1, feeders + (max(0, cpus - held) // per_trial if alone else 0))
 
 
 def _trial_env(study: StudyConfig, root: str, cells: list[dict], store=None) -> dict:

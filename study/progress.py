@@ -1,12 +1,28 @@
-"""A compact live progress line (cells done / failed / total, elapsed, ETA) in place of Ray's
-verbose tables. On a terminal it rewrites one line; in a log it prints a line every 10 %."""
+"""A compact live progress line in place of Ray's verbose tables: cells done / failed / total,
+selection (hyperparameter-search) and measurement trials apart, elapsed, and an ETA that weighs
+each cell by its kind; and, before the trials, pretraining's steps per ladder model. On a terminal
+it rewrites one line; in a log it prints a line every 10 %.
+
+The ETA: every cell has an expected cost from its kind (regime, model size, k or steps); once
+cells of a kind finish, their measured mean replaces the guess for that kind, and kinds not yet
+seen are scaled by what their family (training / in-context) measured so far against its guess
+(a family with none measured yet is scaled like the others: the machine's pace is shared).
+ETA = elapsed x (expected cost of the cells left) / (cost of the cells done): a run whose quick
+in-context cells finish first no longer promises the end while its training cells are still ahead.
+"""
 
 from __future__ import annotations
 
+import statistics
 import sys
+import threading
 import time
 
 from ray.tune import Callback
+
+# a guess (seconds on 2 cores) before any cell of a kind finishes; measured means replace it
+IN_CONTEXT_S, TRAIN_FIXED_S, STEP_S_PER_M = 2.0, 2.0, 0.02
+WORLD_HELDOUT = 8  # held-out tasks of the quick world: one adaptation each
 
 
 def _clock(seconds: float) -> str:
@@ -14,36 +30,118 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def say(message: str) -> None:
+    print(f"[fsv] {message}", file=sys.stderr, flush=True)
+
+
+def params_m(model: str) -> float:
+    """Millions of parameters of a ladder model (12 L d^2), or 100 for a named checkpoint."""
+    from fsv.models.ladder import LADDER
+
+    size = LADDER.get(model)
+    return 12 * size.n_layers * size.d_model**2 / 1e6 if size else 100.0
+
+
+def longest(cell: dict) -> int:
+    """A training cell's steps (the longest of its training lengths)."""
+    steps = (cell.get("settings") or {}).get("steps") or 0
+    return max(steps) if isinstance(steps, (list, tuple)) else steps
+
+
+def adaptations(cell: dict) -> int:
+    """Models a training cell adapts: n levels x seeds x tasks (each held-out task of the world, or
+    the tasks a multi-task regime trains on)."""
+    tasks = cell.get("tasks_trained") or (WORLD_HELDOUT if cell.get("world") else 1)
+    return len(cell.get("n_levels") or [1]) * len(cell.get("seeds") or [1]) * tasks
+
+
+def kind(cell: dict) -> tuple:
+    if cell.get("train") is None:
+        return ("in-context", cell["regime"], cell["model"], cell.get("k"))
+    return ("training", cell["regime"], cell["model"], longest(cell), adaptations(cell))
+
+
+def guess(cell: dict) -> float:
+    """Expected seconds of a cell before any of its kind is measured."""
+    size = params_m(cell["model"])
+    evaluate = IN_CONTEXT_S * (1 + size / 10) * (1 + (cell.get("k") or 0) / 16)
+    if cell.get("train") is None:
+        return evaluate
+    return TRAIN_FIXED_S + longest(cell) * adaptations(cell) * STEP_S_PER_M * (1 + size) + evaluate
+
+
+class CostModel:
+    """Expected seconds per cell by kind, corrected by the measured durations of finished cells."""
+
+    def __init__(self):
+        self.measured: dict[tuple, list[float]] = {}
+        self.guesses: dict[tuple, float] = {}
+
+    def add(self, cell: dict, seconds: float) -> None:
+        self.measured.setdefault(kind(cell), []).append(seconds)
+        self.guesses[kind(cell)] = guess(cell)
+
+    def cost(self, cell: dict) -> float:
+        key = kind(cell)
+        if key in self.measured:
+            return statistics.mean(self.measured[key])
+        ratios = {k: statistics.mean(v) / self.guesses[k] for k, v in self.measured.items()}
+        family = [r for k, r in ratios.items() if k[0] == key[0]] or list(ratios.values())  # else: this machine's pace
+        return guess(cell) * (statistics.median(family) if family else 1.0)
+
+
 class Progress(Callback):
-    def __init__(self, total: int):
-        self.total, self.done, self.failed = total, 0, 0
+    def __init__(self, cells: list[dict]):
+        self.cells = {c["cell_id"]: c for c in cells}
+        self.total, self.done, self.failed = len(cells), 0, 0
+        self.finished: set[str] = set()
+        self.begun: dict[str, float] = {}
+        self.costs = CostModel()
         self.started = time.time()
         self.tty = sys.stderr.isatty()
         self._last_decile = -1
 
-    @staticmethod
-    def say(message: str) -> None:
-        print(f"[fsv] {message}", file=sys.stderr, flush=True)
+    say = staticmethod(say)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.begun[trial.config["cell_id"]] = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("status_ok") == 0:
             self.failed += 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
-        self._show()
+        self._finish(trial.config["cell_id"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
         self.failed += 1
+        self._finish(trial.config["cell_id"])
+
+    def _finish(self, cell_id: str) -> None:
+        self.done += 1
+        self.finished.add(cell_id)
+        if cell_id in self.begun:
+            self.costs.add(self.cells[cell_id], time.time() - self.begun[cell_id])
         self._show()
 
+    def eta(self) -> float | None:
+        done = sum(self.costs.cost(self.cells[c]) for c in self.finished)
+        left = sum(self.costs.cost(c) for cid, c in self.cells.items() if cid not in self.finished)
+        return (time.time() - self.started) * left / done if done > 0 else None
+
+    def phases(self) -> str:
+        """'select 3/10, measure 5/40' (cells without a phase are measured); one phase: 'measure' only."""
+        counts: dict[str, list[int]] = {}
+        for cid, cell in self.cells.items():
+            entry = counts.setdefault(cell.get("phase") or "measure", [0, 0])
+            entry[0] += cid in self.finished
+            entry[1] += 1
+        return ", ".join(f"{p} {d}/{t}" for p, (d, t) in sorted(counts.items(), key=lambda kv: kv[0] != "select"))
+
     def line(self) -> str:
-        elapsed = time.time() - self.started
-        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        eta_text = _clock(eta) if self.done else "?"
-        return (f"[fsv] {self.done}/{self.total} cells done, {self.failed} failed, "
-                f"elapsed {_clock(elapsed)}, ETA {eta_text}")
+        eta = self.eta()
+        return (f"[fsv] {self.done}/{self.total} cells done ({self.phases()}), {self.failed} failed, "
+                f"elapsed {_clock(time.time() - self.started)}, ETA {_clock(eta) if eta is not None else '?'}")
 
     def _show(self) -> None:
         if self.tty:
@@ -54,3 +152,42 @@ class Progress(Callback):
         if decile != self._last_decile or self.done == self.total:
             self._last_decile = decile
             print(self.line(), file=sys.stderr, flush=True)
+
+
+class PretrainProgress:
+    """While ladder models pretrain: a line of steps done / total per model, from the step board
+    the pretraining workers report to (`fsv.train.steps`); every second on a terminal, every 30 s
+    in a log."""
+
+    def __init__(self, every_s: float | None = None):
+        self.every_s = every_s or (1.0 if sys.stderr.isatty() else 30.0)
+        self.stop_event = threading.Event()
+
+    def __enter__(self):
+        from fsv.train.steps import start_board
+
+        self.board = start_board()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        import ray
+
+        self.stop_event.set()
+        self.thread.join()
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        ray.kill(self.board)
+
+    def line(self) -> str:
+        import ray
+
+        steps = ray.get(self.board.get.remote())
+        return "[fsv] pretraining: " + (", ".join(f"{label} {s}/{t}" for label, (s, t) in sorted(steps.items()))
+                                        or "starting")
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.every_s):
+            print(("\r" if sys.stderr.isatty() else "") + self.line(), end="" if sys.stderr.isatty() else "\n",
+                  file=sys.stderr, flush=True)

@@ -1,8 +1,13 @@
-"""Launch a training job as a Ray Train `TorchTrainer` and bring its result back.
+"""Launch a training job under Ray Train and bring its result back.
 
-`fit(config, run_dir, name)` runs `train_loop_per_worker(config)` on `config["train"]["workers"]`
-workers and returns (metrics, checkpoint directory on this node). The checkpoint travels through
-Ray Train's storage, so it works the same on a laptop and on a cluster with `s3://` storage.
+`fit(config, storage_path, name, dest)` runs the per-worker loop (`config["loop"]`, by default
+`train_loop_per_worker(config)`) on `config["train"]["workers"]` workers, copies the checkpoint it
+reported into `dest` and returns its reported metrics. When the driver started a training service
+for the config's placement (`fsv.train.service`), the cell goes to that long-lived worker group
+(~0.5 s of fixed cost); otherwise -- no service on this cluster (tests, benchmarks, pretraining
+before the trials), a loop the service does not serve (trl's, e.g. rlhf), or callbacks given --
+it gets a `TorchTrainer.fit()` of its own (~20 s). The checkpoint travels through Ray Train's
+storage either way, so it works the same on a laptop and on a cluster with `s3://` storage.
 """
 
 from __future__ import annotations
@@ -26,6 +31,25 @@ def scaling_config(train: dict):
 
 def fit(config: dict, storage_path: str, name: str, dest: Path, callbacks=None) -> dict:
     """Train; copy the saved model into `dest`; return the reported metrics."""
+    from fsv.train import service
+
+    queue = None if callbacks else service.find_queue(config)
+    if queue is not None:
+        metrics, stored = service.run_cell(queue, name, config)
+        _copy_checkpoint(stored, dest)
+        return metrics
+    return fit_alone(config, storage_path, name, dest, callbacks)
+
+
+def _copy_checkpoint(checkpoint, dest: Path) -> None:
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    checkpoint.to_directory(str(dest))
+
+
+def fit_alone(config: dict, storage_path: str, name: str, dest: Path, callbacks=None) -> dict:
+    """One `TorchTrainer.fit()` for this job alone."""
     from ray.train import RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -40,8 +64,5 @@ def fit(config: dict, storage_path: str, name: str, dest: Path, callbacks=None) 
     result = trainer.fit()
     if result.error:
         raise result.error
-    dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    result.checkpoint.to_directory(str(dest))
+    _copy_checkpoint(result.checkpoint, dest)
     return dict(result.metrics)

@@ -140,7 +140,7 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
     )
     t_first = time.time()
     snapshot = lambda step: _save(engine, job, config, rank, os.path.join(out, "checkpoints", f"step{step}"))  # noqa: E731
-    curve, tokens, evals = _run_steps(engine, job, config, snapshot)
+    curve, tokens, evals = _run_steps(engine, job, config, snapshot, rank)
     for row in evals:
         row["tokens"] *= world_size  # tokens of the whole run up to that length, all ranks
     train_s = time.time() - t_first - sum(e["eval_s"] for e in evals)
@@ -171,10 +171,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run_steps(engine, job: TrainJob, config: dict, snapshot=None) -> tuple[list[float], int, list[dict]]:
+def _run_steps(engine, job: TrainJob, config: dict, snapshot=None, rank: int = 0) -> tuple[list[float], int, list[dict]]:
     import torch
 
-    device = engine.device
+    from fsv.train.steps import reporter
+
+    device, tick = engine.device, reporter(config, rank, job.steps)
     curve, tokens, evals = [], 0, []
     for step, batch in zip(range(1, job.steps + 1), job.batches):
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
@@ -187,6 +189,7 @@ def _run_steps(engine, job: TrainJob, config: dict, snapshot=None) -> tuple[list
             snapshot(step)
         if step in job.eval_at and job.evaluate is not None:
             evals += _evaluate(engine, job, step, curve, tokens)
+        tick(step)
     return curve, tokens, evals
 
 

@@ -1,0 +1,49 @@
+"""The progress line: an ETA that weighs cells by kind, and selection / measurement trials apart."""
+
+import time
+
+import pytest
+
+from study.progress import CostModel, Progress, guess
+
+TRAIN = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0}
+
+
+def in_context(i, k=4):
+    return {"cell_id": f"ic{i}", "regime": "few_shot", "model": "world-xs", "k": k, "train": None}
+
+
+def training(i, steps=30, phase=None, model="world-xs"):
+    return {"cell_id": f"tr{i}-{steps}-{model}", "regime": "sft", "model": model, "k": 0, "train": TRAIN,
+            "settings": {"steps": [steps // 2, steps]}, "n_levels": [4, 16], "seeds": [0], "phase": phase}
+
+
+def test_measured_cells_correct_their_kind_and_their_family():
+    costs = CostModel()
+    costs.add(training(0), 40.0)
+    assert costs.cost(training(1)) == 40.0  # same kind: its measured mean
+    other = training(2, steps=60, model="world-s")  # unmeasured training kind: its guess, scaled as sft measured
+    assert costs.cost(other) == pytest.approx(guess(other) * 40.0 / guess(training(0)))
+    # a family with nothing measured yet goes at the pace the machine showed on the others
+    assert costs.cost(in_context(0)) == pytest.approx(guess(in_context(0)) * 40.0 / guess(training(0)))
+
+
+def test_eta_counts_the_training_cells_left_after_quick_in_context_cells():
+    cells = [in_context(i) for i in range(20)] + [training(i) for i in range(10)]
+    progress = Progress(cells)
+    progress.started = time.time() - 20  # 20 in-context cells in 20 s
+    for cell in cells[:20]:
+        progress.begun[cell["cell_id"]] = time.time() - 1
+        progress._finish(cell["cell_id"])
+    per_cell = 20 / 20
+    naive = per_cell * 10  # what counting cells alike would say
+    assert progress.eta() > 2 * naive  # training cells are expected to cost more than in-context ones
+
+
+def test_selection_and_measurement_trials_are_counted_apart():
+    cells = [training(0, phase="select"), training(1, phase="select"), training(2, phase="measure"), in_context(0)]
+    progress = Progress(cells)
+    progress._finish(cells[0]["cell_id"])
+    progress._finish(cells[3]["cell_id"])
+    assert progress.phases() == "select 1/2, measure 1/2"
+    assert "2/4 cells done (select 1/2, measure 1/2)" in progress.line()

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from fsv.config import IN_CONTEXT, StudyConfig, load_study
@@ -162,7 +163,11 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
         from fsv.tracking import Tracker
 
         tracker = Tracker(study.wandb.model_dump(), study.name, root)
-        ensure_models(study, todo, tracker, store)
+        early = [c for c in todo if c["regime"] in IN_CONTEXT]  # these start as soon as their own model is ready
+        with pretraining(study, todo, tracker, store) as settled:
+            if early:
+                _run_trials(study, root, early, verbose, store, settled)
+        todo = [c for c in todo if c["regime"] not in IN_CONTEXT]
     cells = _trials_then_scores(study, root, cells, todo, address, verbose, store)
     summary = summarize(root, cells)
     summary["wall_s"] = time.time() - started
@@ -223,10 +228,17 @@ def _model_store(storage: str, models: str | None, remote: bool):
     return store
 
 
-def ensure_models(study: StudyConfig, cells: list[dict], tracker, store=None) -> None:
+@contextmanager
+def pretraining(study: StudyConfig, cells: list[dict], tracker, store=None):
     """Every ladder model the cells need, good in this node's cache and published to the store:
     fetched from the store, or pretrained (under Ray Train + DeepSpeed) and published, as many at
-    once as the cluster's CPUs (or GPUs) allow, largest first. A damaged copy is named and replaced."""
+    once as the cluster's CPUs (or GPUs) allow, largest first. A damaged copy is named and replaced.
+
+    Pretraining runs in the background: the block gets `settled(cell)`, true once the cell's model
+    is ready (or its pretraining failed, so its trial records why), and leaves when every model is.
+    In-context trials run in that block, each as soon as its own model is ready (`study.ready`);
+    training trials wait for the whole ladder, because the training service holds its CPUs for its
+    whole run and pretraining two at a time keeps both cores of a laptop busy meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
 
     import ray
@@ -242,6 +254,7 @@ def ensure_models(study: StudyConfig, cells: list[dict], tracker, store=None) ->
     missing = [(m, s) for m, s in needed if not (prepare(ladder_dir(m, world, pretrain, s), store, Progress.say)
                                                  and is_cached(ladder_dir(m, world, pretrain, s), study.pretrain.checkpoints))]
     if not missing:
+        yield lambda cell: True
         return
     missing.sort(key=lambda ms: (-LADDER[ms[0]].n_layers * LADDER[ms[0]].d_model ** 2, ms[1]))
     unit = "GPU" if study.pretrain.use_gpu else "CPU"
@@ -260,7 +273,16 @@ def ensure_models(study: StudyConfig, cells: list[dict], tracker, store=None) ->
                      + (f", published to {store.uri}" if store else ""))
 
     with PretrainProgress(), ThreadPoolExecutor(max_workers=parallel) as pool:
-        list(pool.map(one, missing))
+        jobs = {job: pool.submit(one, job) for job in missing}
+        yield lambda cell: (job := jobs.get((cell["model"], cell["pretrain_seed"]))) is None or job.done()
+        for job in jobs.values():
+            job.result()  # a failed pretraining stops the study here, named
+
+
+def ensure_models(study: StudyConfig, cells: list[dict], tracker, store=None) -> None:
+    """Every ladder model the cells need, ready before this returns (see `pretraining`)."""
+    with pretraining(study, cells, tracker, store):
+        pass
 
 
 def bayes_table(study: StudyConfig, cells: list[dict]) -> dict[int, float]:
@@ -285,7 +307,9 @@ def _resources(cell: dict, train) -> dict:
     return {"CPU": 1, "GPU": gpu_fraction(resolve_model(cell["model"]).params, train, cell["model"])}
 
 
-def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, store=None) -> None:
+def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, store=None, settled=None) -> None:
+    """One Tune experiment over the cells: a grid over them, or with `settled` (while models still
+    pretrain) a searcher that hands each out once its model is ready (`study.ready.ReadyCells`)."""
     import ray
     from ray import tune
 
@@ -297,10 +321,16 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, 
     progress = Progress(todo)
     if not verbose:  # Tune's new console output prints its tables even when silent; ours replaces them
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if settled is None:
+        space, search = {"cell_id": tune.grid_search(list(cells))}, {}
+    else:
+        from study.ready import ReadyCells
+
+        space, search = {}, {"search_alg": ReadyCells(list(cells.values()), settled), "num_samples": len(cells)}
     tuner = tune.Tuner(
         trainable,
-        param_space={"cell_id": tune.grid_search(list(cells))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+        param_space=space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True, **search),
         run_config=tune.RunConfig(
             name=_attempt_name(root), storage_path=_tune_storage(root), verbose=2 if verbose else 0,
             callbacks=[progress], failure_config=tune.FailureConfig(max_failures=study.retries),

@@ -146,7 +146,7 @@ def test_text_instruction_rows_and_feedback_use_human_descriptions(root):
 
     tok = AutoTokenizer.from_pretrained(root["models"]["neox"])
     train_tasks = [["ag_news", root["sources"]["ag_news"]], ["trec", root["sources"]["trec"]]]
-    rows = text_rows({"train_tasks": train_tasks, "n": 6, "seed": 0}, tok)
+    rows = text_rows({"train_tasks": train_tasks}, tok, 6, 0)
     assert len(rows) == 12
     texts = [tok.decode(ids) for ids, _ in rows]
     assert sum(t.startswith(get_task("ag_news").human) for t in texts) == 6

@@ -31,11 +31,13 @@ def main() -> None:
 @click.option("--address", default=None, help="an existing Ray cluster (default: RAY_ADDRESS, else a local one)")
 @click.option("--verbose", is_flag=True, help="Ray's own progress tables and logs")
 @click.option("--no-analyze", is_flag=True, help="skip the analysis at the end")
-def run(study_yaml, storage, address, verbose, no_analyze):
+@click.option("--take-over", is_flag=True, help="take the study folder's lease from a run that is dead")
+def run(study_yaml, storage, address, verbose, no_analyze, take_over):
     """Launch a study, or resume it: only cells without an `ok` record run."""
     from study.driver import run_study
 
-    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None)
+    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None,
+                        take_over=take_over)
     sys.exit(0 if summary["ok"] == summary["total"] else 1)
 
 
@@ -60,16 +62,20 @@ def validate(study_yaml):
 @main.command()
 @click.argument("study_dir")
 def status(study_dir):
-    """Cells ok / failed / missing of a study folder."""
-    from fsv.records import read_text
-    from study.driver import summarize
+    """Cells ok / failed / missing of a study folder; damaged files in records/ named (exit 2)."""
+    from fsv.records import check_cells_json, scan_records
+    from study.driver import count_cells
 
-    text = read_text(study_dir, "cells.json")
-    if text is None:
+    listing = check_cells_json(study_dir)
+    if listing is None:
         raise FsvError(f"{study_dir}: no cells.json here; give DIR/STUDY_NAME of a study that `fsv run` started")
-    cells = json.loads(text)["cells"]
-    s = summarize(study_dir, cells)
+    frame, damaged = scan_records(study_dir)
+    s = count_cells(frame, listing["cells"])
     click.echo(f"{s['ok']} ok, {s['failed']} failed, {s['missing']} missing, {s['total']} cells")
+    if damaged:
+        from fsv.records import DamagedRecords
+
+        raise DamagedRecords(damaged)
 
 
 @main.command()
@@ -105,8 +111,10 @@ def analyze(study_dir, out, allow_partial, seed):
     from analysis import TrustError
     from analysis import analyze as run_analysis
 
-    from fsv.records import local_view
+    from fsv.records import check_cells_json, local_view, read_records
 
+    check_cells_json(study_dir)  # a cells.json of another study is refused, naming it
+    read_records(study_dir)  # damaged files are refused, named by their path on the study's storage
     try:
         with local_view(study_dir) as local:  # s3:// / gs://: a scratch copy; analysis/ is uploaded back
             path = run_analysis(str(local), out=out, allow_partial=allow_partial, seed=seed)

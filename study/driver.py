@@ -18,7 +18,9 @@ from pathlib import Path
 from fsv.config import StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
-from fsv.records import list_names, local_view, ok_cell_ids, read_records, write_record, write_text
+from fsv.records import (check_cells_json, list_names, local_view, ok_cell_ids, quarantine_damaged, read_records,
+                         write_record, write_text)
+from study.lease import hold as hold_lease
 from study.progress import Progress
 from study.trial import base_record, run_trial
 
@@ -93,33 +95,42 @@ def _check_reachable(address: str) -> None:
 
 
 def run_study(path: str, storage: str = "results", address: str | None = None, verbose: bool = False,
-              analyze: bool | None = None) -> dict:
+              analyze: bool | None = None, take_over: bool = False) -> dict:
     study = load_study(path)
     check_storage(storage)
     if address or os.environ.get("RAY_ADDRESS"):
         _check_reachable(address or os.environ["RAY_ADDRESS"])
     root = study_dir(storage, study.name)
     cells = expand(study)
-    done = ok_cell_ids(root)
-    todo = [c for c in cells if c["cell_id"] not in done]
-    _write_cells(root, study, cells)
-    say = Progress.say
-    say(f"study {study.name}: {len(cells)} cells, {len(cells) - len(todo)} already recorded ok, {len(todo)} to run")
-    started = time.time()
-    if todo:
-        connect(address, verbose)
-        from fsv.tracking import Tracker
+    check_cells_json(root, study.name)  # a cells.json of another study is refused, not overwritten
+    with hold_lease(root, take_over):  # one live run per study folder
+        _set_aside_damaged(root)
+        done = ok_cell_ids(root)
+        todo = [c for c in cells if c["cell_id"] not in done]
+        _write_cells(root, study, cells)
+        say = Progress.say
+        say(f"study {study.name}: {len(cells)} cells, {len(cells) - len(todo)} already recorded ok, {len(todo)} to run")
+        started = time.time()
+        if todo:
+            connect(address, verbose)
+            from fsv.tracking import Tracker
 
-        tracker = Tracker(study.wandb.model_dump(), study.name, root)
-        ensure_models(study, todo, tracker)
-        _run_trials(study, root, todo, verbose)
-    summary = summarize(root, cells)
-    summary["wall_s"] = time.time() - started
-    say(f"study {study.name}: {summary['ok']} ok, {summary['failed']} failed, {summary['missing']} missing "
-        f"of {summary['total']} cells ({summary['wall_s']:.0f} s); records in {root}/records")
-    if (study.analyze if analyze is None else analyze) and summary["ok"]:
-        _analyze(root, allow_partial=summary["ok"] < summary["total"])
+            tracker = Tracker(study.wandb.model_dump(), study.name, root)
+            ensure_models(study, todo, tracker)
+            _run_trials(study, root, todo, verbose)
+        summary = summarize(root, cells)
+        summary["wall_s"] = time.time() - started
+        say(f"study {study.name}: {summary['ok']} ok, {summary['failed']} failed, {summary['missing']} missing "
+            f"of {summary['total']} cells ({summary['wall_s']:.0f} s); records in {root}/records")
+        if (study.analyze if analyze is None else analyze) and summary["ok"]:
+            _analyze(root, allow_partial=summary["ok"] < summary["total"])
     return summary
+
+
+def _set_aside_damaged(root: str) -> None:
+    """Damaged files in records/ (torn, foreign, edited) go to records/.damaged/; their cells re-run."""
+    for item, dest in quarantine_damaged(root):
+        Progress.say(f"moved {item.path} to {dest}: {item.reason}; its cell runs again")
 
 
 def _write_cells(root: str, study: StudyConfig, cells: list[dict]) -> None:
@@ -233,7 +244,10 @@ def _record_crashed_trials(study: StudyConfig, root: str, grid, cells: dict) -> 
 
 
 def summarize(root: str, cells: list[dict]) -> dict:
-    frame = read_records(root)
+    return count_cells(read_records(root), cells)
+
+
+def count_cells(frame, cells: list[dict]) -> dict:
     ids = {c["cell_id"] for c in cells}
     frame = frame[frame["cell_id"].isin(ids)]
     ok = int((frame["status"] == "ok").sum())

@@ -84,13 +84,13 @@ def _read(filesystem, path: str) -> dict | None:
 def _refusal(where: str, holder: dict) -> StudyInUse:
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.get("started", 0)))
     return StudyInUse(f"{where} is in use by another fsv run (host {holder.get('host')}, pid {holder.get('pid')}, "
-                      f"started {started}; its lease is renewed every {TTL_S / 3:.0f} s). Wait for it to finish; "
+                      f"started {started}; its lease is renewed every {holder.get('ttl', TTL_S) / 3:.0f} s). Wait for it to finish; "
                       f"if that run is dead, run again with --take-over, or delete {where}/{LEASE}")
 
 
 class Lease:
-    def __init__(self, root: str):
-        self.root = root.rstrip("/")
+    def __init__(self, root: str, ttl: float = TTL_S):
+        self.root, self.ttl = root.rstrip("/"), ttl
         self.filesystem, base = _fs(self.root)
         self.path = f"{base}/{LEASE}"
         self.remote = "://" in self.root
@@ -101,7 +101,7 @@ class Lease:
         self._thread = None
 
     def _payload(self) -> bytes:
-        return json.dumps({**self.mine, "expires": time.time() + TTL_S}).encode()
+        return json.dumps({**self.mine, "expires": time.time() + self.ttl, "ttl": self.ttl}).encode()
 
     def acquire(self, take_over: bool = False) -> None:
         self.filesystem.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
@@ -150,7 +150,7 @@ class Lease:
         os.replace(tmp, self.path)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(TTL_S / 3):
+        while not self._stop.wait(self.ttl / 3):
             try:
                 holder = _read(self.filesystem, self.path) or {}
                 if holder.get("token") == self.mine["token"]:

@@ -42,3 +42,18 @@ def test_fsv_run_refuses_hostile_yaml_with_exit_2_and_writes_nothing(name, tmp_p
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "is not accepted" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]  # no storage, no pwned
+
+
+def test_a_grid_too_large_to_be_meant_is_refused_before_expanding():
+    from fsv.config import parse_study
+    from fsv.errors import ConfigError
+    from fsv.grid import MAX_CELLS, expand
+
+    study = {"name": "big", "models": ["world-xs", "world-s"], "seeds": list(range(9)),
+             "regimes": {"zero_shot": {"descriptions": ["none", "model"]}, "few_shot": {"k": [1, 2, 4]}}}
+    assert len(expand(parse_study(study))) == 2 * 9 * (2 + 3)  # the size the check computes
+    study["seeds"] = list(range(2200))
+    study["regimes"] = {"zero_shot": {"descriptions": ["none", "model", "human"]}, "few_shot": {"k": list(range(1, 21))}}
+    assert 2 * 2200 * (3 + 20) > MAX_CELLS
+    with pytest.raises(ConfigError, match=r"study: 'a grid of 101,200 cells' is not accepted"):
+        parse_study(study)

@@ -233,11 +233,23 @@ def _schema_problem(fragment) -> str | None:
         if field.name not in COLUMNS:
             return f"column {field.name!r} is not in fsv.records.SCHEMA (a record of another tool or version?)"
         expected = SCHEMA.field(field.name).type
-        if field.type != expected and not pa.types.is_null(field.type):
+        if not _compatible(field.type, expected):
             return f"column {field.name!r} has type {field.type}, fsv.records.SCHEMA says {expected}"
     if "cell_id" not in schema.names:
         return "no 'cell_id' column"
     return None
+
+
+def _compatible(actual, expected) -> bool:
+    """The same type, or one the scan casts without loss of meaning (int32 -> int64, large_string -> string)."""
+    t = pa.types
+    if actual == expected or t.is_null(actual):
+        return True
+    if t.is_integer(expected):
+        return t.is_integer(actual)
+    if t.is_floating(expected):
+        return t.is_floating(actual) or t.is_integer(actual)
+    return t.is_string(expected) and (t.is_string(actual) or t.is_large_string(actual))
 
 
 def _read_one_by_one(paths: list[str], filesystem, damaged: list[Damaged]):

@@ -180,6 +180,9 @@ def main(argv=None) -> int:
         t0 = time.time()
         base = run_once(study, tmp / "base", base_env)
         print(f"uninterrupted run: exit {base.returncode}, {time.time() - t0:.0f} s", flush=True)
+        if base.returncode != 0:
+            print(base.stderr[-3000:])
+            return 1
         for i, (stage, delay) in enumerate(plan(args.kills, args.seed, args.train)):
             seen = kill_at(study, tmp / "killed", killed_env, stage, delay)
             print(f"kill {i + 1}: {json.dumps(seen)}", flush=True)

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         sft = frame[frame.regime == "sft"].sort_values("n")
         print(f"first run: exit {rc}, {time.time() - t0:.0f} s; doomed cells (0-based, by n): {doomed}; killed {killed}")
         for _, r in sft.iterrows():
-            error = (r.error or "").strip().splitlines()[-1][:140] if r.error else ""
+            error = r.error.strip().splitlines()[-1][:140] if isinstance(r.error, str) else ""
             print(f"  n={r.n:5d} {r.status:6} attempts={r.attempts} {error}")
         rerun = subprocess.run(fsv_command(study, tmp), capture_output=True, text=True, cwd=ROOT, env=env)
         after = read_records(tmp / "worker-kills")

@@ -188,28 +188,20 @@ def read_records(study_dir: str | Path):
 
 
 def scan_records(study_dir: str | Path):
-    """(records as a DataFrame, damaged files). One dataset scan over the files whose footers
-    check out, not one read per file: a study holds thousands of one-row files."""
-    import pyarrow.dataset as ds
-
+    """(records as a DataFrame, damaged files). One dataset scan, not one read per file (a study
+    holds thousands of one-row files); only when that scan fails is each file read on its own."""
     filesystem, base = _fs(study_dir)
     dataset = _records_dataset(filesystem, base)
     if dataset is None:
         return SCHEMA.empty_table().to_pandas(), []
-    damaged, good = [], []
-    for fragment in dataset.get_fragments():
-        reason = _schema_problem(fragment)
-        (damaged.append(Damaged(fragment.path, reason)) if reason else good.append(fragment.path))
-    tables = []
+    damaged, frames = [], []
     try:
-        batches = ds.dataset(good, format="parquet", filesystem=filesystem, schema=SCHEMA).scanner().scan_batches()
-        tables = [(b.fragment.path, pa.Table.from_batches([b.record_batch], SCHEMA)) for b in batches]
-    except (pa.ArrowException, OSError):  # a file whose footer reads but whose data does not
-        tables = list(_read_one_by_one(good, filesystem, damaged))
-    frames = []
-    for path, table in tables:
-        reason = _content_problem(path, table)
-        (damaged.append(Damaged(path, reason)) if reason else frames.append(table))
+        tables = [(b.fragment, pa.Table.from_batches([b.record_batch], SCHEMA)) for b in dataset.scanner().scan_batches()]
+    except (pa.ArrowException, OSError):  # a torn file, or a column the scan cannot cast
+        tables = list(_read_one_by_one(dataset, filesystem, damaged))
+    for fragment, table in tables:
+        reason = _schema_problem(fragment) or _content_problem(fragment.path, table)
+        (damaged.append(Damaged(fragment.path, reason)) if reason else frames.append(table))
     frame = pa.concat_tables(frames).to_pandas() if frames else SCHEMA.empty_table().to_pandas()
     return frame, sorted(damaged, key=lambda d: d.path)
 
@@ -252,13 +244,17 @@ def _compatible(actual, expected) -> bool:
     return t.is_string(expected) and (t.is_string(actual) or t.is_large_string(actual))
 
 
-def _read_one_by_one(paths: list[str], filesystem, damaged: list[Damaged]):
-    for path in paths:
+def _read_one_by_one(dataset, filesystem, damaged: list[Damaged]):
+    for fragment in dataset.get_fragments():
+        reason = _schema_problem(fragment)
+        if reason:
+            damaged.append(Damaged(fragment.path, reason))
+            continue
         try:
-            with filesystem.open_input_file(path) as handle:
-                yield path, pq.read_table(handle, schema=SCHEMA)
+            with filesystem.open_input_file(fragment.path) as handle:
+                yield fragment, pq.read_table(handle, schema=SCHEMA)
         except (pa.ArrowException, OSError) as exc:
-            damaged.append(Damaged(path, f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"))
+            damaged.append(Damaged(fragment.path, f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"))
 
 
 def _content_problem(path: str, table: pa.Table) -> str | None:

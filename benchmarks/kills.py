@@ -158,10 +158,11 @@ def train_study(folder: Path) -> Path:
 
 
 def plan(kills: int, seed: int, train: bool) -> list[tuple[str, float]]:
-    """`kills` (stage, delay) pairs, every stage at least once, delays seeded."""
+    """`kills` (stage, delay) pairs, every stage at least once, in the order a study passes them
+    (a pretraining kill after the models are cached would find no pretraining), delays seeded."""
     rng = random.Random(seed)
     stages = [s for s in STAGES if train or s != "training"]
-    chosen = (stages * (kills // len(stages) + 1))[:kills]
+    chosen = sorted((stages * (kills // len(stages) + 1))[:kills], key=STAGES.index)
     delays = {"start": (0, 8), "pretraining": (0, 25), "trials": (0, 3), "record_write": (0, 0), "training": (0, 5)}
     return [(stage, rng.uniform(*delays[stage])) for stage in chosen]
 

@@ -1,4 +1,4 @@
-"""Ray Train workers die: SIGKILL a real worker process of running training cells (about one cell in
+"""Ray Train workers die: SIGKILL a real worker process of running training cells (400 steps, so that the kill lands while it trains) (about one cell in
 five, every attempt of it), by pid, from outside. Each such cell is retried up to `retries` and then
 recorded `failed` with its error; the rest of the study completes; a re-run runs only the failed
 cells, and they end `ok`.
@@ -34,7 +34,7 @@ def training_study(folder: Path, cells: int, retries: int = 1) -> Path:
     study = {"name": "worker-kills", "models": ["world-xs"], "tasks": ["world"], "seeds": [0],
              "world": smoke["world"], "pretrain": smoke["pretrain"], "retries": retries, "analyze": False,
              "regimes": {"zero_shot": {"descriptions": ["none"]},
-                         "sft": {"n": list(range(2, cells + 2)), "seeds": [0], "steps": 3, "batch": 4}},
+                         "sft": {"n": list(range(2, cells + 2)), "seeds": [0], "steps": 400, "batch": 4}},
              "train": {"workers": 1, "cpus_per_worker": os.cpu_count() or 1, "zero_stage": 0},
              "wandb": {"mode": "disabled"}}
     path = folder / "worker-kills.yaml"

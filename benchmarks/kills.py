@@ -51,7 +51,7 @@ def _tree(pid: int) -> list:
         return []
 
 
-def _reached(stage: str, records: Path, log: Path, pid: int) -> bool:
+def _reached(stage: str, records: Path, log: Path, pid: int, before: set) -> bool:
     if stage == "start":
         return True
     if stage == "pretraining":
@@ -60,7 +60,7 @@ def _reached(stage: str, records: Path, log: Path, pid: int) -> bool:
     if stage == "trials":
         return any(n.endswith(".parquet") for n in names)
     if stage == "record_write":
-        return any(n.endswith(".tmp") for n in names)
+        return any(n.endswith(".tmp") and n not in before for n in names)  # a new one: a write under way
     return len(names) > 0 and any("RayTrainWorker" in " ".join(p.cmdline()) for p in _alive(_tree(pid)))
 
 
@@ -81,9 +81,10 @@ def kill_at(study: Path, storage: Path, env: dict, stage: str, delay: float, pat
     with open(log, "w") as err:
         driver = subprocess.Popen(fsv_command(study, storage), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                   stderr=err, start_new_session=True)
+    before = set(os.listdir(records)) if records.is_dir() else set()  # temp files a killed write left
     t0, deadline, seen = time.time(), time.time() + patience, False
     while time.time() < deadline and driver.poll() is None:
-        if _reached(stage, records, log, driver.pid):
+        if _reached(stage, records, log, driver.pid, before):
             seen = True
             break
         time.sleep(0.002 if stage == "record_write" else 0.1)

@@ -33,11 +33,13 @@ def main() -> None:
 @click.option("--no-analyze", is_flag=True, help="skip the analysis at the end")
 @click.option("--models", default=None, help="folder, s3://… or gs://… where ladder models are published for every "
               "node (default on a cluster or remote storage: STORAGE/_models)")
-def run(study_yaml, storage, address, verbose, no_analyze, models):
+@click.option("--take-over", is_flag=True, help="take the study folder's lease from a run that is dead")
+def run(study_yaml, storage, address, verbose, no_analyze, models, take_over):
     """Launch a study, or resume it: only cells without an `ok` record run."""
     from study.driver import run_study
 
-    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None, models=models)
+    summary = run_study(study_yaml, storage, address, verbose, analyze=False if no_analyze else None, models=models,
+                        take_over=take_over)
     sys.exit(0 if summary["ok"] == summary["total"] else 1)
 
 
@@ -66,21 +68,24 @@ def validate(study_yaml):
 @click.argument("study_dir")
 @click.option("--hours", is_flag=True, help="also the trial-hours and GPU-hours the records account for")
 def status(study_dir, hours):
-    """Cells ok / failed / missing of a study folder."""
-    from fsv.records import read_text
-    from study.driver import summarize
+    """Cells ok / failed / missing of a study folder; damaged files in records/ named (exit 2)."""
+    from fsv.records import check_cells_json, scan_records
+    from study.driver import count_cells
 
-    text = read_text(study_dir, "cells.json")
-    if text is None:
+    listing = check_cells_json(study_dir)
+    if listing is None:
         raise FsvError(f"{study_dir}: no cells.json here; give DIR/STUDY_NAME of a study that `fsv run` started")
-    listing = json.loads(text)
-    s = summarize(study_dir, listing["cells"])
+    frame, damaged = scan_records(study_dir)
+    s = count_cells(frame, listing["cells"])
     click.echo(f"{s['ok']} ok, {s['failed']} failed, {s['missing']} missing, {s['total']} cells")
+    if damaged:
+        from fsv.records import DamagedRecords
+
+        raise DamagedRecords(damaged)
     if hours:
-        from fsv.compaction import read_compacted
         from fsv.cost import study_hours
 
-        h = study_hours(read_compacted(study_dir), listing.get("config"))
+        h = study_hours(frame, listing.get("config"))
         click.echo(f"{h['trial_hours']:.4f} trial-hours, {h['gpu_hours']:.4f} GPU-hours held by trials "
                    "(x the price of a GPU-hour = the trials' cost; pretraining and idle nodes not included)")
 
@@ -118,8 +123,10 @@ def analyze(study_dir, out, allow_partial, seed):
     from analysis import TrustError
     from analysis import analyze as run_analysis
 
-    from fsv.records import local_view
+    from fsv.records import check_cells_json, local_view, read_records
 
+    check_cells_json(study_dir)  # a cells.json of another study is refused, naming it
+    read_records(study_dir)  # damaged files are refused, named by their path on the study's storage
     try:
         with local_view(study_dir) as local:  # s3:// / gs://: a scratch copy; analysis/ is uploaded back
             path = run_analysis(str(local), out=out, allow_partial=allow_partial, seed=seed)

@@ -343,13 +343,24 @@ def _check_descriptions(values: list[str]) -> list[str]:
     return values
 
 
+MAX_BYTES = 1_000_000  # a study file; a hand-written one is a few kB (a 1 MB list takes seconds to parse)
+MAX_LIST = 10_000  # values in one list of a study (a grid axis); more is a mistake, not a study
+MAX_VALUES = 100_000  # values in a whole study, aliases expanded (a YAML alias bomb stops here)
+
+
 def load_study(path: str | Path) -> StudyConfig:
     """Parse and validate a study YAML; raise ConfigError naming the field on any problem."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("study", str(path), "give the path of an existing study YAML file")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise ConfigError("study", f"{path.name} ({size:,} bytes)", f"accepted: a study file of at most {MAX_BYTES:,} bytes")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("yaml", path.name, f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                          "save the study as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -359,7 +370,28 @@ def load_study(path: str | Path) -> StudyConfig:
     return parse_study(raw, source=str(path))
 
 
+def _check_size(raw, source: str | None) -> None:
+    """Refuse a study too large to be meant before validating it: a list of more than MAX_LIST
+    values, or more than MAX_VALUES values in all once YAML aliases are expanded (walked with a
+    budget, so a billion-laughs file costs MAX_VALUES steps, not a billion)."""
+    seen, stack = 0, [("", raw)]
+    while stack:
+        where, node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError("yaml", f"> {MAX_VALUES:,} values", "a study this large is not accepted "
+                              "(YAML aliases that expand?); accepted: a study file as written by hand", source)
+        if isinstance(node, list):
+            if len(node) > MAX_LIST:
+                raise ConfigError(where or "study", f"a list of {len(node):,} values",
+                                  f"accepted: at most {MAX_LIST:,} values per list", source)
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(node))
+        elif isinstance(node, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in node.items())
+
+
 def parse_study(raw: dict, source: str | None = None) -> StudyConfig:
+    _check_size(raw, source)
     try:
         study = StudyConfig.model_validate(raw)
     except ValidationError as exc:

@@ -13,7 +13,12 @@ class ConfigError(FsvError):
     def __init__(self, field: str, value, accepted: str, source: str | None = None):
         self.field, self.value, self.accepted = field, value, accepted
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{field}: {value!r} is not accepted; {accepted}")
+        super().__init__(f"{where}{field}: {_short(repr(value), 300)} is not accepted; {_short(str(accepted), 2000)}")
+
+
+def _short(text: str, limit: int) -> str:
+    """A message stays readable when the value is a 200,000-item list."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def did_you_mean(value, choices) -> str:

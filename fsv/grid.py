@@ -42,6 +42,7 @@ def check_study(study: StudyConfig, source: str | None = None) -> None:
                               "code shipped with the model (auto_map), which fsv does not run by default; accepted: "
                               "a model transformers implements, or set `trust_remote_code: true` in the study to run "
                               "that code", source)
+    _check_grid_size(study, specs, source)
     for name in study.train.per_model:
         if name not in study.models:
             raise ConfigError(f"train.per_model.{name}", name, f"not a model of this study; accepted: {study.models}", source)
@@ -287,6 +288,18 @@ def training_tasks(study: StudyConfig, regime: str, target: str, seed: int, coun
         others = [others[i] for i in order[:count]]
     sources = {get_task(k).name: v for k, v in study.task_sources.items()}
     return [[name, sources.get(name)] for name in others]
+
+
+MAX_CELLS = 100_000  # a grid larger than this is a typo (or several studies in one), refused before expanding
+
+
+def _check_grid_size(study: StudyConfig, specs, source: str | None) -> None:
+    instances = sum(len(study.pretrain.seeds) if spec.is_world else 1 for spec in specs)
+    size = sum(len(_regime_axes(regime, section)) * len(getattr(section, "seeds", None) or study.seeds)
+               for regime, section in study.regime_sections().items()) * instances * len(study.tasks)
+    if size > MAX_CELLS:
+        raise ConfigError("study", f"a grid of {size:,} cells", f"accepted: at most {MAX_CELLS:,} cells; shorten "
+                          "the axes (models, tasks, seeds, k, n, ...) or split the study into several", source)
 
 
 def _regime_axes(regime: str, s) -> list[dict]:

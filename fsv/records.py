@@ -4,6 +4,18 @@
 (a retry after a failure, or a trial that ran again after the driver was killed) overwrites its own
 file with an atomic rename, so a study never holds two records of one cell and never a torn one;
 `pandas.read_parquet("DIR/STUDY/records")` returns every record.
+
+A study folder is also a thing people copy, edit and cut short, so every reader checks what it
+finds: a file in `records/` that is not a readable Parquet file, that has a column SCHEMA does not
+know or a column of another type, or whose `cell_id` differs from its file name or from the hash of
+its own `config` is *damaged*. `read_records` refuses (an `FsvError` naming each path: exit 2 in the
+CLI, never a pyarrow traceback); `fsv run` moves damaged files to `records/.damaged/` (never
+deleting them) so their cells run again (`quarantine_damaged`).
+
+Timing-dependent fields: `wall_s`, `train_s`, `eval_s` (seconds measured), and `attempts` and
+`error` where a trial failed for a reason outside its inputs (a killed worker, a lost node). Every
+other column is a function of the cell's config and the model's weights: the same cell run twice on
+one machine gives the same values (tests/test_faults.py checks it after `kill -9` and resume).
 """
 
 from __future__ import annotations
@@ -12,11 +24,14 @@ import os
 import tempfile
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fsv.errors import FsvError
 
 # Column -> Arrow type. Every record has every column (null where it does not apply), so the
 # dataset has one schema whatever mix of regimes a study holds.
@@ -80,6 +95,25 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = SCHEMA.names
+TIMING_FIELDS = ("wall_s", "train_s", "eval_s")  # measured seconds: differ between two runs of one cell
+DAMAGED = ".damaged"  # records/.damaged/: where `fsv run` moves files it cannot trust
+
+
+@dataclass(frozen=True)
+class Damaged:
+    path: str  # the file, as the filesystem names it
+    reason: str
+
+
+class DamagedRecords(FsvError):
+    """Files in `records/` that cannot be trusted as records; the message names each one."""
+
+    def __init__(self, damaged: list[Damaged]):
+        self.damaged = damaged
+        lines = "\n".join(f"  {d.path}: {d.reason}" for d in damaged)
+        super().__init__(f"{len(damaged)} file(s) in records/ cannot be trusted:\n{lines}\n"
+                         f"`fsv run` on the same study moves them to records/{DAMAGED}/ and runs their cells again; "
+                         "or move them away yourself")
 
 
 def _fs(study_dir: str | Path):
@@ -148,17 +182,145 @@ def write_record(study_dir: str | Path, record: dict[str, Any]) -> str:
 
 def read_records(study_dir: str | Path):
     """All records of a study as a DataFrame (empty, with every column, when there are none).
-    One dataset scan, not one read per file: a study holds thousands of one-row files."""
+    Refuses with `DamagedRecords` (naming each file) when any file in `records/` is damaged."""
+    frame, damaged = scan_records(study_dir)
+    if damaged:
+        raise DamagedRecords(damaged)
+    return frame
+
+
+def scan_records(study_dir: str | Path):
+    """(records as a DataFrame, damaged files). One dataset scan, not one read per file (a study
+    holds thousands of one-row files); only when that scan fails is each file read on its own."""
+    filesystem, base = _fs(study_dir)
+    dataset = _records_dataset(filesystem, base)
+    if dataset is None:
+        return SCHEMA.empty_table().to_pandas(), []
+    damaged, frames = [], []
+    try:
+        tables = [(b.fragment, pa.Table.from_batches([b.record_batch], SCHEMA)) for b in dataset.scanner().scan_batches()]
+    except (pa.ArrowException, OSError):  # a torn file, or a column the scan cannot cast
+        tables = list(_read_one_by_one(dataset, filesystem, damaged))
+    for fragment, table in tables:
+        reason = _schema_problem(fragment) or _content_problem(fragment.path, table)
+        (damaged.append(Damaged(fragment.path, reason)) if reason else frames.append(table))
+    frame = pa.concat_tables(frames).to_pandas() if frames else SCHEMA.empty_table().to_pandas()
+    return frame, sorted(damaged, key=lambda d: d.path)
+
+
+def _records_dataset(filesystem, base: str):
     import pyarrow.dataset as ds
     from pyarrow import fs
 
+    if filesystem.get_file_info(f"{base}/records").type != fs.FileType.Directory:
+        return None
+    return ds.dataset(f"{base}/records", format="parquet", filesystem=filesystem, schema=SCHEMA,
+                      ignore_prefixes=[".", "_"])
+
+
+def _schema_problem(fragment) -> str | None:
+    try:
+        schema = fragment.physical_schema
+    except (pa.ArrowException, OSError) as exc:
+        return f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
+    for field in schema:
+        if field.name not in COLUMNS:
+            return f"column {field.name!r} is not in fsv.records.SCHEMA (a record of another tool or version?)"
+        expected = SCHEMA.field(field.name).type
+        if not _compatible(field.type, expected):
+            return f"column {field.name!r} has type {field.type}, fsv.records.SCHEMA says {expected}"
+    if "cell_id" not in schema.names:
+        return "no 'cell_id' column"
+    return None
+
+
+def _compatible(actual, expected) -> bool:
+    """The same type, or one the scan casts without loss of meaning (int32 -> int64, large_string -> string)."""
+    t = pa.types
+    if actual == expected or t.is_null(actual):
+        return True
+    if t.is_integer(expected):
+        return t.is_integer(actual)
+    if t.is_floating(expected):
+        return t.is_floating(actual) or t.is_integer(actual)
+    return t.is_string(expected) and (t.is_string(actual) or t.is_large_string(actual))
+
+
+def _read_one_by_one(dataset, filesystem, damaged: list[Damaged]):
+    for fragment in dataset.get_fragments():
+        reason = _schema_problem(fragment)
+        if reason:
+            damaged.append(Damaged(fragment.path, reason))
+            continue
+        try:
+            with filesystem.open_input_file(fragment.path) as handle:
+                yield fragment, pq.read_table(handle, schema=SCHEMA)
+        except (pa.ArrowException, OSError) as exc:
+            damaged.append(Damaged(fragment.path, f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"))
+
+
+def _content_problem(path: str, table: pa.Table) -> str | None:
+    """A record's file is named by its cell_id, and its cell_id is the hash of its config."""
+    import json
+
+    from fsv.grid import cell_id
+
+    stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+    if table.num_rows != 1:
+        return f"{table.num_rows} rows; a record file holds exactly one"
+    row = {name: table.column(name)[0].as_py() for name in ("cell_id", "config")}
+    if row["cell_id"] != stem:
+        return f"its cell_id {row['cell_id']!r} does not match its file name {stem!r}"
+    if row["config"] is not None:
+        try:
+            cell = {k: v for k, v in json.loads(row["config"]).items() if k != "cell_id"}
+        except (ValueError, AttributeError):
+            return "its config column is not a JSON object"
+        if cell_id(cell) != stem:
+            return f"its config hashes to {cell_id(cell)!r}, not to its cell_id {stem!r} (edited by hand?)"
+    return None
+
+
+def quarantine_damaged(study_dir: str | Path) -> list[tuple[Damaged, str]]:
+    """Move every damaged file to `records/.damaged/` (its cell then has no record and runs again);
+    return (damaged, where it went). Nothing is deleted."""
     filesystem, base = _fs(study_dir)
-    info = filesystem.get_file_info(f"{base}/records")
-    if info.type != fs.FileType.Directory:
-        return SCHEMA.empty_table().to_pandas()
-    dataset = ds.dataset(f"{base}/records", format="parquet", filesystem=filesystem, schema=SCHEMA,
-                         ignore_prefixes=[".", "_"])
-    return dataset.to_table().to_pandas()
+    _, damaged = scan_records(study_dir)
+    moved = []
+    if damaged:
+        filesystem.create_dir(f"{base}/records/{DAMAGED}", recursive=True)
+    for item in damaged:
+        name = item.path.rsplit("/", 1)[-1]
+        dest = f"{base}/records/{DAMAGED}/{name}.{uuid.uuid4().hex[:8]}"
+        filesystem.move(item.path, dest)
+        moved.append((item, dest))
+    return moved
+
+
+def check_cells_json(study_dir: str | Path, study_name: str | None = None) -> dict | None:
+    """cells.json, parsed, or None when absent. Refused (FsvError naming the file) when it is not
+    fsv's JSON, or belongs to another study than `study_name` (or than the records' study)."""
+    import json
+
+    text = read_text(study_dir, "cells.json")
+    if text is None:
+        return None
+    where = f"{str(study_dir).rstrip('/')}/cells.json"
+    try:
+        payload = json.loads(text)
+        cells = payload["cells"]
+        ids = [c["cell_id"] for c in cells]
+        owner = payload.get("study")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FsvError(f"{where} is not a cells.json that fsv wrote ({type(exc).__name__}: {exc}); "
+                       "move it away and run the study again to rewrite it") from None
+    if study_name is None:
+        frame, _ = scan_records(study_dir)
+        study_name = frame["study"].iloc[0] if len(frame) and frame["study"].nunique() == 1 else None
+    if study_name is not None and owner != study_name:
+        raise FsvError(f"{where} belongs to study {owner!r}, not to {study_name!r} (copied from another study?); "
+                       "move it away: `fsv run` of this study writes its own")
+    return {**payload, "cells": cells, "ids": ids}
 
 
 def ok_cell_ids(study_dir: str | Path) -> set[str]:

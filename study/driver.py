@@ -19,7 +19,9 @@ from pathlib import Path
 from fsv.config import IN_CONTEXT, StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
-from fsv.records import list_names, local_view, ok_cell_ids, read_records, write_record, write_text
+from fsv.records import (check_cells_json, list_names, local_view, ok_cell_ids, quarantine_damaged, read_records,
+                         write_record, write_text)
+from study.lease import hold as hold_lease
 from study.progress import PretrainProgress, Progress
 from study.search import plans, run_searches
 from study.selection import known_cells, measure_groups
@@ -138,7 +140,7 @@ def _check_reachable(address: str) -> None:
 
 
 def run_study(path: str, storage: str = "results", address: str | None = None, verbose: bool = False,
-              analyze: bool | None = None, models: str | None = None) -> dict:
+              analyze: bool | None = None, models: str | None = None, take_over: bool = False) -> dict:
     study = load_study(path)
     check_storage(storage)
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
@@ -149,32 +151,35 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
         connect(address, verbose)
     check_gpus(study, remote)
     root = study_dir(storage, study.name)
-    cells = known_cells(expand(study), read_records(root))
-    done = ok_cell_ids(root)
-    todo = [c for c in cells if c["cell_id"] not in done and is_trial(c)]
-    _write_cells(root, study, cells)
-    say = Progress.say
-    recorded = [c for c in cells if c.get("phase") != "search"]
-    say(f"study {study.name}: {len(recorded)} cells ({sum(map(is_trial, cells))} trials, the rest scored from "
-        f"their searches), {sum(c['cell_id'] in done for c in recorded)} already recorded ok, {len(todo)} to run")
-    started = time.time()
-    if todo:
-        connect(address, verbose)
-        from fsv.tracking import Tracker
+    check_cells_json(root, study.name)  # a cells.json of another study is refused, not overwritten
+    with hold_lease(root, take_over):  # one live run per study folder
+        _set_aside_damaged(root)
+        cells = known_cells(expand(study), read_records(root))
+        done = ok_cell_ids(root)
+        todo = [c for c in cells if c["cell_id"] not in done and is_trial(c)]
+        _write_cells(root, study, cells)
+        say = Progress.say
+        recorded = [c for c in cells if c.get("phase") != "search"]
+        say(f"study {study.name}: {len(recorded)} cells ({sum(map(is_trial, cells))} trials, the rest scored from "
+            f"their searches), {sum(c['cell_id'] in done for c in recorded)} already recorded ok, {len(todo)} to run")
+        started = time.time()
+        if todo:
+            connect(address, verbose)
+            from fsv.tracking import Tracker
 
-        tracker = Tracker(study.wandb.model_dump(), study.name, root)
-        early = [c for c in todo if c["regime"] in IN_CONTEXT]  # these start as soon as their own model is ready
-        with pretraining(study, todo, tracker, store) as settled:
-            if early:
-                _run_trials(study, root, early, verbose, store, settled)
-        todo = [c for c in todo if c["regime"] not in IN_CONTEXT]
-    cells = _trials_then_scores(study, root, cells, todo, address, verbose, store)
-    summary = summarize(root, cells)
-    summary["wall_s"] = time.time() - started
-    say(f"study {study.name}: {summary['ok']} ok, {summary['failed']} failed, {summary['missing']} missing "
-        f"of {summary['total']} cells ({summary['wall_s']:.0f} s); records in {root}/records")
-    if (study.analyze if analyze is None else analyze) and summary["ok"]:
-        _analyze(root, allow_partial=summary["ok"] < summary["total"])
+            tracker = Tracker(study.wandb.model_dump(), study.name, root)
+            early = [c for c in todo if c["regime"] in IN_CONTEXT]  # these start as soon as their own model is ready
+            with pretraining(study, todo, tracker, store) as settled:
+                if early:
+                    _run_trials(study, root, early, verbose, store, settled)
+            todo = [c for c in todo if c["regime"] not in IN_CONTEXT]
+        cells = _trials_then_scores(study, root, cells, todo, address, verbose, store)
+        summary = summarize(root, cells)
+        summary["wall_s"] = time.time() - started
+        say(f"study {study.name}: {summary['ok']} ok, {summary['failed']} failed, {summary['missing']} missing "
+            f"of {summary['total']} cells ({summary['wall_s']:.0f} s); records in {root}/records")
+        if (study.analyze if analyze is None else analyze) and summary["ok"]:
+            _analyze(root, allow_partial=summary["ok"] < summary["total"])
     return summary
 
 
@@ -205,6 +210,12 @@ def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: 
         _write_cells(root, study, cells)
         connect(address, verbose)
     return cells
+
+
+def _set_aside_damaged(root: str) -> None:
+    """Damaged files in records/ (torn, foreign, edited) go to records/.damaged/; their cells re-run."""
+    for item, dest in quarantine_damaged(root):
+        Progress.say(f"moved {item.path} to {dest}: {item.reason}; its cell runs again")
 
 
 def _write_cells(root: str, study: StudyConfig, cells: list[dict]) -> None:
@@ -416,7 +427,10 @@ def _record_crashed_trials(study: StudyConfig, root: str, grid, cells: dict) -> 
 def summarize(root: str, cells: list[dict]) -> dict:
     from fsv.compaction import read_compacted
 
-    frame = read_compacted(root)
+    return count_cells(read_compacted(root), cells)
+
+
+def count_cells(frame, cells: list[dict]) -> dict:
     ids = {c["cell_id"] for c in cells if c.get("phase") != "search"}  # a search plan has no record of its own
     frame = frame[frame["cell_id"].isin(ids)]
     ok = int((frame["status"] == "ok").sum())

@@ -32,6 +32,11 @@ class ReadyCells(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass
 
+    def __getstate__(self) -> dict:
+        """Tune pickles its searcher with the experiment (for a restore fsv never uses: the records
+        are the state); the live pretraining jobs behind `settled` stay out of that copy."""
+        return {**self.__dict__, "settled": None}
+
     def save(self, checkpoint_path: str) -> None:  # the records are the state: nothing to save
         pass
 

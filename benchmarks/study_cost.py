@@ -37,16 +37,19 @@ def session_rss_mb(sid: int) -> float:
 
 
 def run(study: str, storage: Path, env: dict) -> dict:
+    """One `fsv run`, its output in STORAGE.log (a file, not a pipe a long run could fill)."""
     cmd = [sys.executable, "-m", "fsv.cli", "run", study, "--storage", str(storage)]
+    storage.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
-    peak, log = 0.0, []
-    while proc.poll() is None:
-        peak = max(peak, session_rss_mb(proc.pid))
-        time.sleep(1.0)
-    log = proc.stderr.read().splitlines()
+    with open(f"{storage}.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=log)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, session_rss_mb(proc.pid))
+            time.sleep(1.0)
+    lines = Path(f"{storage}.log").read_text().splitlines()
     return {"rc": proc.returncode, "wall_s": round(time.time() - t0, 1), "peak_rss_mb": round(peak),
-            "last_lines": log[-6:]}
+            "last_lines": lines[-6:]}
 
 
 def main() -> None:

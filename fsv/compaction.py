@@ -37,8 +37,8 @@ def _listing(filesystem, base: str) -> dict[str, tuple[int, int]]:
     from pyarrow import fs
 
     infos = filesystem.get_file_info(fs.FileSelector(f"{base}/records", allow_not_found=True))
-    return {i.base_name: (i.size, i.mtime_ns or 0) for i in infos
-            if i.type == fs.FileType.File and i.base_name.endswith(".parquet") and i.base_name[0] not in "._"}
+    return {i.base_name: (i.size, i.mtime_ns or 0) for i in infos  # any other file there is checked, so named
+            if i.type == fs.FileType.File and i.base_name[0] not in "._"}
 
 
 def _parts(filesystem, base: str) -> list[str]:
@@ -48,17 +48,18 @@ def _parts(filesystem, base: str) -> list[str]:
     return sorted(i.path for i in infos if i.base_name.startswith("part-") and i.base_name.endswith(".parquet"))
 
 
-def _read_files(filesystem, paths: list[str]) -> pa.Table:
-    import pyarrow.dataset as ds
-
-    if not paths:
-        return SCHEMA.empty_table()
-    return ds.dataset(paths, format="parquet", filesystem=filesystem, schema=SCHEMA).to_table()
-
-
 def read_compacted(study_dir, refresh: bool = True):
-    """All records of a study as a DataFrame (as `fsv.records.read_records`), read through the
-    compacted copy; `refresh`: write a new compacted part when many files were read one by one."""
+    """All good records of a study as a DataFrame, read through the compacted copy (a damaged file's
+    cell counts as without a record; `fsv.records.scan_records` names it)."""
+    return read_checked(study_dir, refresh)[0]
+
+
+def read_checked(study_dir, refresh: bool = True):
+    """(good records as a DataFrame, damaged files): the compacted parts' rows whose files are
+    unchanged, and every other file checked (`fsv.records.scan_files`); `refresh`: write a new
+    compacted part when many files were read one by one."""
+    from fsv.records import scan_files
+
     filesystem, base = _fs(study_dir)
     files = _listing(filesystem, base)
     kept, covered = [], set()
@@ -73,13 +74,14 @@ def read_compacted(study_dir, refresh: bool = True):
         covered.update(n for n, m in zip(names, mask) if m)
         kept.append(table.filter(pa.array(mask, pa.bool_())).select(SCHEMA.names))
     fresh = sorted(set(files) - covered)
-    table = pa.concat_tables([*kept, _read_files(filesystem, [f"{base}/records/{n}" for n in fresh])])
+    read, damaged = scan_files(filesystem, [f"{base}/records/{n}" for n in fresh])
+    table = pa.concat_tables([*kept, read])
     if refresh and len(fresh) >= COMPACT_AT:
         try:
             _write_part(filesystem, base, table, files)
         except OSError:  # read-only credentials, a full disk: the read itself is still right
             pass
-    return table.to_pandas()
+    return table.to_pandas(), damaged
 
 
 def _write_part(filesystem, base: str, table: pa.Table, files: dict) -> None:

@@ -190,12 +190,23 @@ def read_records(study_dir: str | Path):
 
 
 def scan_records(study_dir: str | Path):
-    """(records as a DataFrame, damaged files). One dataset scan, not one read per file (a study
-    holds thousands of one-row files); only when that scan fails is each file read on its own."""
-    filesystem, base = _fs(study_dir)
-    dataset = _records_dataset(filesystem, base)
-    if dataset is None:
-        return SCHEMA.empty_table().to_pandas(), []
+    """(records as a DataFrame, damaged files), read through the compacted copy (`fsv.compaction`):
+    files it already holds unchanged are not opened again; every other file is checked
+    (`scan_files`), so a damaged one is named each time until it is set aside."""
+    from fsv.compaction import read_checked
+
+    return read_checked(study_dir)
+
+
+def scan_files(filesystem, paths: list[str]) -> tuple[pa.Table, list[Damaged]]:
+    """(the good records among `paths` as one table, the damaged files). One dataset scan, not one
+    read per file (a study holds thousands of one-row files); only when that scan fails is each
+    file read on its own."""
+    import pyarrow.dataset as ds
+
+    if not paths:
+        return SCHEMA.empty_table(), []
+    dataset = ds.dataset(paths, format="parquet", filesystem=filesystem, schema=SCHEMA)
     damaged, frames = [], []
     try:
         tables = [(b.fragment, pa.Table.from_batches([b.record_batch], SCHEMA)) for b in dataset.scanner().scan_batches()]
@@ -204,18 +215,7 @@ def scan_records(study_dir: str | Path):
     for fragment, table in tables:
         reason = _schema_problem(fragment) or _content_problem(fragment.path, table)
         (damaged.append(Damaged(fragment.path, reason)) if reason else frames.append(table))
-    frame = pa.concat_tables(frames).to_pandas() if frames else SCHEMA.empty_table().to_pandas()
-    return frame, sorted(damaged, key=lambda d: d.path)
-
-
-def _records_dataset(filesystem, base: str):
-    import pyarrow.dataset as ds
-    from pyarrow import fs
-
-    if filesystem.get_file_info(f"{base}/records").type != fs.FileType.Directory:
-        return None
-    return ds.dataset(f"{base}/records", format="parquet", filesystem=filesystem, schema=SCHEMA,
-                      ignore_prefixes=[".", "_"])
+    return (pa.concat_tables(frames) if frames else SCHEMA.empty_table()), sorted(damaged, key=lambda d: d.path)
 
 
 def _schema_problem(fragment) -> str | None:

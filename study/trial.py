@@ -61,6 +61,7 @@ def run_trial(config: dict, cells: dict, env: dict) -> None:
     facts (study name and folder, Bayes table, W&B section, retries)."""
     from ray import tune
 
+    started = time.time()
     record = attempt(cells[config["cell_id"]], env)
     write_record(env["study_dir"], record)
     tune.report({"status_ok": int(record["status"] == "ok"), "accuracy": record.get("accuracy") or float("nan"),

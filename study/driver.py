@@ -321,7 +321,6 @@ def _resources(cell: dict, train) -> dict:
 def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, store=None, settled=None) -> None:
     """One Tune experiment over the cells: a grid over them, or with `settled` (while models still
     pretrain) a searcher that hands each out once its model is ready (`study.ready.ReadyCells`)."""
-    import ray
     from ray import tune
 
     cells = {c["cell_id"]: c for c in todo}

@@ -10,7 +10,6 @@ evaluation is the cell's task, which training never saw.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 

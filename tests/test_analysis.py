@@ -465,8 +465,10 @@ def test_a_record_file_of_another_schema_is_refused_by_name(tiny_study):
 
     bad = tiny_study / "records" / "foreign.parquet"
     pq.write_table(pa.table({"cell_id": ["foreign"], "model_params": ["seventy million"]}), bad)
-    with pytest.raises(TrustError, match="foreign.parquet cannot be read as an fsv record"):
-        load_study(tiny_study)
+    from fsv.records import DamagedRecords
+
+    with pytest.raises(DamagedRecords, match="foreign.parquet: column 'model_params' has type string"):
+        load_study(tiny_study)  # the file and its column named, as fsv status and fsv run name it
 
 
 def test_fsv_analyze_exits_2_on_a_refused_study(tiny_study):

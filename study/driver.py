@@ -336,11 +336,13 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, 
     else:
         from study.ready import ReadyCells
 
-        space, search = {}, {"search_alg": ReadyCells(list(cells.values()), settled), "num_samples": len(cells)}
+        # no actor kept for reuse: an idle one would hold the CPU a model still pretraining waits for
+        space, search = {}, {"search_alg": ReadyCells(list(cells.values()), settled), "num_samples": len(cells),
+                             "reuse_actors": False}
     tuner = tune.Tuner(
         trainable,
         param_space=space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True, **search),
+        tune_config=tune.TuneConfig(**{"max_concurrent_trials": concurrent, "reuse_actors": True, **search}),
         run_config=tune.RunConfig(
             name=_attempt_name(root), storage_path=_tune_storage(root), verbose=2 if verbose else 0,
             callbacks=[progress], failure_config=tune.FailureConfig(max_failures=study.retries),

@@ -4,8 +4,10 @@ recorded `failed` with its error; the rest of the study completes; a re-run runs
 cells, and they end `ok`.
 
 The study: world-xs (the smoke study's world and pretraining, so its model is cached after one smoke
-run), one zero-shot cell and N sft cells, one training trial at a time (a worker takes both CPUs), so
-every new `RayTrainWorker` process in the driver's tree is the next attempt of the next cell.
+run), one zero-shot cell and N sft selection trials (one per learning rate), one training trial at a
+time (a worker takes both CPUs) and each in a Ray Train fit of its own (`FSV_TRAIN_SERVICE=0`; a
+killed worker of the long-lived training service re-runs its cell instead, tests/test_train_service.py),
+so every new `RayTrainWorker` process in the driver's tree is the next attempt of the next cell.
 
     python benchmarks/worker_kills.py [--cells 10] [--seed 0]
 """
@@ -33,8 +35,10 @@ def training_study(folder: Path, cells: int, retries: int = 1) -> Path:
     smoke = yaml.safe_load(SMOKE.read_text())
     study = {"name": "worker-kills", "models": ["world-xs"], "tasks": ["world"], "seeds": [0],
              "world": smoke["world"], "pretrain": smoke["pretrain"], "retries": retries, "analyze": False,
+             # one selection trial per learning rate: N training trials, run one at a time in order
              "regimes": {"zero_shot": {"descriptions": ["none"]},
-                         "sft": {"n": list(range(2, cells + 2)), "seeds": [0], "steps": 400, "batch": 4}},
+                         "sft": {"n": [2], "seeds": [0], "steps": [400], "batch": 4,
+                                 "lr": [round(1e-3 * (i + 1), 6) for i in range(cells)]}},
              "train": {"workers": 1, "cpus_per_worker": os.cpu_count() or 1, "zero_stage": 0},
              "wandb": {"mode": "disabled"}}
     path = folder / "worker-kills.yaml"
@@ -91,24 +95,26 @@ def main(argv=None) -> int:
     doomed = sorted(rng.sample(range(args.cells), max(1, round(args.cells / 5))))
     with tempfile.TemporaryDirectory(prefix="fsv-worker-kills-") as tmp:
         tmp = Path(tmp)
-        env = dict(os.environ, FSV_CACHE=os.environ.get("FSV_CACHE", str(tmp / "cache")), WANDB_MODE="offline")
+        env = dict(os.environ, FSV_CACHE=os.environ.get("FSV_CACHE", str(tmp / "cache")), WANDB_MODE="offline",
+                   FSV_TRAIN_SERVICE="0")
         study = training_study(tmp, args.cells)
         t0 = time.time()
         rc, killed, err = run_killing_workers(study, tmp, env, doomed_attempts(args.cells, doomed, 1), rng)
         frame = read_records(tmp / "worker-kills")
-        sft = frame[frame.regime == "sft"].sort_values("n")
-        print(f"first run: exit {rc}, {time.time() - t0:.0f} s; doomed cells (0-based, by n): {doomed}; killed {killed}")
+        sft = frame[frame.phase == "select"].assign(lr=lambda f: f.config.map(lambda c: json.loads(c)["hparams"]["lr"]))
+        sft = sft.sort_values("lr")
+        print(f"first run: exit {rc}, {time.time() - t0:.0f} s; doomed trials (0-based, by lr): {doomed}; killed {killed}")
         for _, r in sft.iterrows():
             error = r.error.strip().splitlines()[-1][:140] if isinstance(r.error, str) else ""
-            print(f"  n={r.n:5d} {r.status:6} attempts={r.attempts} {error}")
+            print(f"  lr={r.lr:g} {r.status:6} attempts={r.attempts} {error}")
         rerun = subprocess.run(fsv_command(study, tmp), capture_output=True, text=True, cwd=ROOT, env=env)
         after = read_records(tmp / "worker-kills")
         ran = [line for line in rerun.stderr.splitlines() if "to run" in line]
         print(f"re-run: exit {rerun.returncode}; {ran}; now {int((after.status == 'ok').sum())} ok of {len(after)}")
-        failed_first = set(sft.loc[sft.status == "failed", "n"])
-        expected = {i + 2 for i in doomed}
+        failed_first = set(sft.loc[sft.status == "failed", "lr"])
+        expected = {sorted(sft.lr)[i] for i in doomed}
         good = failed_first == expected and (after.status == "ok").all() and f"{len(expected)} to run" in " ".join(ran)
-        print(json.dumps({"doomed_n": sorted(expected), "failed_n": sorted(failed_first), "pass": bool(good)}))
+        print(json.dumps({"doomed_lr": sorted(expected), "failed_lr": sorted(failed_first), "pass": bool(good)}))
         return 0 if good else 1
 
 

@@ -5,6 +5,7 @@ timings), and pretraining again gives bit-identical weights. The long run: bench
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -61,12 +62,15 @@ def test_a_killed_ray_train_worker_fails_its_cell_after_retries_and_a_rerun_runs
     from fsv.records import read_records
 
     study = training_study(tmp_path, cells=2, retries=1)  # world-xs is cached by the uninterrupted run
-    rc, killed, err = run_killing_workers(study, tmp_path, fsv_env, doomed_attempts(2, [0], 1), random.Random(0),
+    env = {**fsv_env, "FSV_TRAIN_SERVICE": "0"}  # a fit per trial: each attempt is a new worker process
+    rc, killed, err = run_killing_workers(study, tmp_path, env, doomed_attempts(2, [0], 1), random.Random(0),
                                           timeout=900)
-    assert rc == 1 and len(killed) == 2, (killed, err[-3000:])  # both attempts of the first sft cell
-    frame = read_records(tmp_path / "worker-kills").set_index("n")
-    assert frame.loc[2, "status"] == "failed" and frame.loc[2, "attempts"] == 2 and frame.loc[2, "error"]
-    assert (frame.drop(index=2).status == "ok").all()
-    rerun = run_once(study, tmp_path, fsv_env, timeout=900)
+    assert rc == 1 and len(killed) == 2, (killed, err[-3000:])  # both attempts of the first sft trial
+    frame = read_records(tmp_path / "worker-kills")
+    failed = frame[frame.status == "failed"]
+    assert len(failed) == 1 and failed.phase.iloc[0] == "select" and failed.attempts.iloc[0] == 2 and failed.error.iloc[0]
+    assert json.loads(failed.config.iloc[0])["hparams"]["lr"] == 1e-3  # the first to run
+    assert (frame[frame.status != "failed"].status == "ok").all()
+    rerun = run_once(study, tmp_path, env, timeout=900)
     assert rerun.returncode == 0 and "2 already recorded ok, 1 to run" in rerun.stderr, rerun.stderr[-3000:]
     assert (read_records(tmp_path / "worker-kills").status == "ok").all()

@@ -345,11 +345,12 @@ def local_view(study_dir: str | Path):
     local = fs.LocalFileSystem()
     with tempfile.TemporaryDirectory(prefix="fsv-study-") as tmp:
         if remote.get_file_info(f"{base}/records").type == fs.FileType.Directory:
-            from fsv.compaction import read_compacted  # one file, not one GET per record
+            from fsv.compaction import read_compacted  # the compacted copy, not one GET per record
 
             Path(tmp, "records").mkdir()
-            frame = read_compacted(study_dir)
-            pq.write_table(pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), f"{tmp}/records/all.parquet")
+            table = pa.Table.from_pandas(read_compacted(study_dir), schema=SCHEMA, preserve_index=False)
+            for i, cell in enumerate(table["cell_id"].to_pylist()):  # a record a file, as fsv writes them
+                pq.write_table(table.slice(i, 1), f"{tmp}/records/{cell}.parquet")
         if remote.get_file_info(f"{base}/cells.json").type == fs.FileType.File:
             fs.copy_files(f"{base}/cells.json", f"{tmp}/cells.json", source_filesystem=remote, destination_filesystem=local)
         yield Path(tmp)

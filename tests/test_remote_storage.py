@@ -77,7 +77,7 @@ def test_analysis_reads_a_local_copy_of_s3_records_and_its_output_goes_back(s3, 
         write_record(study, {"cell_id": f"c{i}", "study": "v", "status": "ok", "accuracy": i / 4})
     write_text(study, "cells.json", '{"cells": []}')
     with local_view(study) as local:
-        assert sorted(read_records(local).cell_id) == ["c0", "c1", "c2"]  # one file, read through the compacted copy
+        assert sorted(read_records(local).cell_id) == ["c0", "c1", "c2"]  # read through the compacted copy, a file each
         assert read_records(local).accuracy.sum() == pytest.approx(0.75)
         (local / "analysis" / "figures").mkdir(parents=True)
         (local / "analysis" / "report.md").write_text("# report\n")

@@ -59,7 +59,7 @@ def test_study_with_instruction_tuning_and_rlhf_on_text_under_zero3_through_ray(
     assert summary == {**summary, "ok": 4, "failed": 0, "missing": 0}, frame.error.dropna().tolist()[:1]
     scored = frame[frame.phase == "measure"]  # one selection trial and one scored cell per regime
     assert (frame.zero_stage == 3).all() and (frame.workers == 2).all()
-    assert frame.acc_human.notna().all() and frame.acc_none.notna().all() and (frame.accuracy == frame.acc_human).all()
+    assert scored.acc_human.notna().all() and scored.acc_none.notna().all() and (scored.accuracy == scored.acc_human).all()
     assert frame.train_tokens.gt(0).all() and frame.final_train_loss.notna().all() and frame.model_params.gt(0).all()
     for _, row in frame.iterrows():
         trained = [t for t, _ in json.loads(row.config)["train_tasks"]]

@@ -113,7 +113,8 @@ def _scored_record(study: StudyConfig, cell: dict, section, trials, facts: dict,
     source = facts[trial.cell_id]
     params = int(source["model_params"])
     record.update(fields, phase="measure", model_params=params, train_examples=cell["n"] * (cell.get("tasks_trained") or 1),
-                  train_flops=6.0 * params * fields["train_tokens"], train_loss_chance=source["train_loss_chance"],
+                  train_flops=None if fields["train_tokens"] is None else 6.0 * params * fields["train_tokens"],
+                  train_loss_chance=source["train_loss_chance"],
                   chance=chance(cell, study), device=source["device"], status="ok", error=None, attempts=1, wall_s=0.0)
     return record
 

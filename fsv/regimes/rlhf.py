@@ -201,8 +201,9 @@ def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[l
     if config.get("keep_models"):
         keep_policy(trainer, tokenizer, f"{out}/n{n}-s{seed}", partition_stats(policy))
     tags = {"n": n, "seed": seed, "n_distinct": len(set(list(data["prompt"]))), "reward_margin": margin}
-    seen = max(config["lengths"]) * micro * trainer.args.world_size
-    return [{**r, **tags} for r in evaluator.rows], int(seen * example_tokens(data, tokenizer)), partition_stats(policy)
+    per_step = micro * trainer.args.world_size * example_tokens(data, tokenizer)  # tokens through the policy a step
+    rows = [{**r, **tags, "tokens": int(r["steps"] * per_step)} for r in evaluator.rows]
+    return rows, int(max(config["lengths"]) * per_step), partition_stats(policy)
 
 
 def keep_policy(trainer, tokenizer, folder: str, loaded: dict) -> None:

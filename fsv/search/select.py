@@ -78,7 +78,7 @@ def scored_fields(cell: dict, trial: Trial, length: int, val_acc: float, spaces:
         "hparams": json.dumps({**trial.hparams, "steps": length}, sort_keys=True),
         "selected_on": json.dumps(validation), "selection": json.dumps(selection, sort_keys=True),
         "final_train_loss": mean("train_loss"), "n_distinct": int(round(mean("n_distinct"))),
-        "train_tokens": int(mean("tokens")), "reward_margin": mean("reward_margin"),
+        "train_tokens": None if mean("tokens") is None else int(mean("tokens")), "reward_margin": mean("reward_margin"),
     }
     return fields
 

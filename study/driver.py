@@ -163,13 +163,13 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
         say(f"study {study.name}: {len(recorded)} cells ({sum(map(is_trial, cells))} trials, the rest scored from "
             f"their searches), {sum(c['cell_id'] in done for c in recorded)} already recorded ok, {len(todo)} to run")
         started = time.time()
-        if todo:
+        if todo or plans(cells):
             connect(address, verbose)
             from fsv.tracking import Tracker
 
             tracker = Tracker(study.wandb.model_dump(), study.name, root)
             early = [c for c in todo if c["regime"] in IN_CONTEXT]  # these start as soon as their own model is ready
-            with pretraining(study, todo, tracker, store) as settled:
+            with pretraining(study, todo + plans(cells), tracker, store) as settled:
                 if early:
                     _run_trials(study, root, early, verbose, store, settled)
             todo = [c for c in todo if c["regime"] not in IN_CONTEXT]

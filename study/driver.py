@@ -23,7 +23,7 @@ from fsv.records import (check_cells_json, list_names, local_view, ok_cell_ids, 
                          write_record, write_text)
 from study.lease import hold as hold_lease
 from study.progress import PretrainProgress, Progress
-from study.search import plans, run_searches
+from study.search import pending, run_searches
 from study.selection import known_cells, measure_groups
 from study.trial import base_record, run_trial
 
@@ -163,13 +163,13 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
         say(f"study {study.name}: {len(recorded)} cells ({sum(map(is_trial, cells))} trials, the rest scored from "
             f"their searches), {sum(c['cell_id'] in done for c in recorded)} already recorded ok, {len(todo)} to run")
         started = time.time()
-        if todo or plans(cells):
+        if todo or pending(root, cells):
             connect(address, verbose)
             from fsv.tracking import Tracker
 
             tracker = Tracker(study.wandb.model_dump(), study.name, root)
             early = [c for c in todo if c["regime"] in IN_CONTEXT]  # these start as soon as their own model is ready
-            with pretraining(study, todo + plans(cells), tracker, store) as settled:
+            with pretraining(study, todo + pending(root, cells), tracker, store) as settled:
                 if early:
                     _run_trials(study, root, early, verbose, store, settled)
             todo = [c for c in todo if c["regime"] not in IN_CONTEXT]
@@ -196,9 +196,9 @@ def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: 
     for _ in range(study.search.widen + 1):
         if todo:
             _run_trials(study, root, todo, verbose, store)
-        if plans(cells):
+        if pending(root, cells):
             connect(address, verbose)
-            with _training_service(root, plans(cells)):  # the search trials' cells go to its servers
+            with _training_service(root, pending(root, cells)):  # the search trials' cells go to its servers
                 run_searches(study, root, cells, _trial_env(study, root, todo, store), lambda c: _resources(c, study.train),
                              verbose)
             cells = known_cells(cells, read_records(root))

@@ -51,12 +51,16 @@ def validation_score(rows: list[dict], fold: str | None) -> float:
     return float(np.mean([max(np.mean(v) for v in by_len.values()) for by_len in by_n.values()])) if by_n else 0.0
 
 
+def pending(root: str, cells: list[dict]) -> list[dict]:
+    """The search plans with fewer recorded trials than they sample."""
+    records = read_records(root)
+    return [p for p in plans(cells) if len(recorded(records, p)) < p["samples"]]
+
+
 def run_searches(study: StudyConfig, root: str, cells: list[dict], env: dict, resources, verbose: bool) -> None:
     records = read_records(root)
-    for plan in plans(cells):
-        done = recorded(records, plan)
-        if len(done) < plan["samples"]:
-            run_search(study, plan, done, env, resources, verbose)
+    for plan in pending(root, cells):
+        run_search(study, plan, recorded(records, plan), env, resources, verbose)
 
 
 def run_search(study: StudyConfig, plan: dict, done: list, env: dict, resources, verbose: bool) -> None:

@@ -148,6 +148,7 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
         "train": {**cell["train"], "weight_decay": cell["hparams"].get("weight_decay", 0.0)},
         "trust_remote_code": ctx.trust_remote_code, "keep_models": cell["train"].get("keep_models", False),
         "task": cell["task"], "task_source": cell.get("task_source"), "method": cell.get("method"),
+        "max_eval": cell.get("max_eval"),  # text tasks: the cap on test (and dev) queries per evaluation
         **({"loop": loop} if loop else {}), **extra,
     }
     out = ctx.scratch / "trained"

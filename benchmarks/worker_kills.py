@@ -1,4 +1,4 @@
-"""Ray Train workers die: SIGKILL a real worker process of running training cells (8 adaptations of 50 steps, so that the kill lands while it trains) (about one cell in
+"""Ray Train workers die: SIGKILL a real worker process of running training cells (8 adaptations of 400 steps, so that the kill lands while it trains) (about one cell in
 five, every attempt of it), by pid, from outside. Each such cell is retried up to `retries` and then
 recorded `failed` with its error; the rest of the study completes; a re-run runs only the failed
 cells, and they end `ok`.
@@ -37,7 +37,7 @@ def training_study(folder: Path, cells: int, retries: int = 1) -> Path:
              "world": smoke["world"], "pretrain": smoke["pretrain"], "retries": retries, "analyze": False,
              # one selection trial per learning rate: N training trials, run one at a time in order
              "regimes": {"zero_shot": {"descriptions": ["none"]},
-                         "sft": {"n": [2], "seeds": [0], "steps": [50], "batch": 4,  # x 8 held-out tasks
+                         "sft": {"n": [2], "seeds": [0], "steps": [400], "batch": 4,  # x 8 held-out tasks
                                  "lr": [round(1e-3 * (i + 1), 6) for i in range(cells)]}},
              "train": {"workers": 1, "cpus_per_worker": os.cpu_count() or 1, "zero_stage": 0},
              "wandb": {"mode": "disabled"}}

@@ -7,8 +7,11 @@ The ETA: every cell has an expected cost from its kind (regime, model size, k or
 cells of a kind finish, their measured mean replaces the guess for that kind, and kinds not yet
 seen are scaled by what their family (training / in-context) measured so far against its guess
 (a family with none measured yet is scaled like the others: the machine's pace is shared).
-ETA = elapsed x (expected cost of the cells left) / (cost of the cells done): a run whose quick
-in-context cells finish first no longer promises the end while its training cells are still ahead.
+ETA = trial time x (expected cost of the cells left) / (cost of the cells done), where trial time runs
+from the first trial's start (not the run's: the minutes a model pretrains before its first trial
+said nothing about the trials' pace, and counting them once made a run's first in-context cell
+promise 16 hours): a run whose quick in-context cells finish first no longer promises the end while
+its training cells are still ahead.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class Progress(Callback):
         self.begun: dict[str, float] = {}
         self.costs = CostModel()
         self.started = time.time()
+        self.first_start: float | None = None  # the first trial's start: the ETA's clock
         self.tty = sys.stderr.isatty()
         self._last_decile = -1
 
@@ -105,6 +109,7 @@ class Progress(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.begun[trial.config["cell_id"]] = time.time()
+        self.first_start = self.first_start or time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("status_ok") == 0:
@@ -127,7 +132,9 @@ class Progress(Callback):
     def eta(self) -> float | None:
         done = sum(self.costs.cost(self.cells[c]) for c in self.finished)
         left = sum(self.costs.cost(c) for cid, c in self.cells.items() if cid not in self.finished)
-        return (time.time() - self.started) * left / done if done > 0 else None
+        if done <= 0 or self.first_start is None:
+            return None
+        return (time.time() - self.first_start) * left / done
 
     def phases(self) -> str:
         """'select 3/10, measure 5/40' (cells without a phase are measured); one phase: 'measure' only."""
@@ -188,6 +195,11 @@ class PretrainProgress:
                                         or "starting")
 
     def _loop(self) -> None:
+        """Print the line when it changed: once every model is pretrained, the trials' line takes over."""
+        last = None
         while not self.stop_event.wait(self.every_s):
-            print(("\r" if sys.stderr.isatty() else "") + self.line(), end="" if sys.stderr.isatty() else "\n",
-                  file=sys.stderr, flush=True)
+            line = self.line()
+            if line != last:
+                print(("\r" if sys.stderr.isatty() else "") + line, end="" if sys.stderr.isatty() else "\n",
+                      file=sys.stderr, flush=True)
+            last = line

@@ -31,7 +31,7 @@ def test_measured_cells_correct_their_kind_and_their_family():
 def test_eta_counts_the_training_cells_left_after_quick_in_context_cells():
     cells = [in_context(i) for i in range(20)] + [training(i) for i in range(10)]
     progress = Progress(cells)
-    progress.started = time.time() - 20  # 20 in-context cells in 20 s
+    progress.first_start = time.time() - 20  # 20 in-context cells in 20 s
     for cell in cells[:20]:
         progress.begun[cell["cell_id"]] = time.time() - 1
         progress._finish(cell["cell_id"])
@@ -47,3 +47,21 @@ def test_selection_and_measurement_trials_are_counted_apart():
     progress._finish(cells[3]["cell_id"])
     assert progress.phases() == "select 1/2, measure 1/2"
     assert "2/4 cells done (select 1/2, measure 1/2)" in progress.line()
+
+
+def test_time_before_the_first_trial_does_not_count_as_the_trials_pace():
+    """Models pretrain for minutes before the first trial: the ETA runs from that trial's start."""
+    cells = [in_context(i) for i in range(4)]
+    progress = Progress(cells)
+    progress.started = time.time() - 600  # ten minutes of pretraining
+    assert progress.eta() is None  # nothing measured yet: '?' rather than a guess
+    progress.on_trial_start(0, [], _Trial(cells[0]))
+    progress.first_start -= 2  # its trial took 2 s
+    progress.begun[cells[0]["cell_id"]] -= 2
+    progress._finish(cells[0]["cell_id"])
+    assert progress.eta() == pytest.approx(3 * 2, rel=0.1)  # three more like it, not 600 s each
+
+
+class _Trial:
+    def __init__(self, cell):
+        self.config = {"cell_id": cell["cell_id"]}

@@ -9,7 +9,12 @@ seeded random delay, then SIGKILLs the driver's process group (and any process o
 escaped the group). The baseline is the same study run once, uninterrupted, on another model cache,
 so the killed run pretrains its models again and their weights are compared file for file.
 
-    python benchmarks/kills.py [--kills 12] [--seed 0] [--train]
+The kills come in rounds: each round starts the study afresh (its own storage and model cache), kills
+it once at each stage in the order a study passes them, then resumes it with the same command and
+compares. A single round of many kills would find the small study finished after a few of them (its
+later kills land on nothing), so a kill counts as effective only if the study was still running.
+
+    python benchmarks/kills.py [--kills 12] [--rounds 2] [--seed 0] [--train]
 
 `--train` adds an sft axis to the smoke study so that kills can land in training cells.
 """
@@ -168,9 +173,29 @@ def plan(kills: int, seed: int, train: bool) -> list[tuple[str, float]]:
     return [(stage, rng.uniform(*delays[stage])) for stage in chosen]
 
 
+def kill_round(study: Path, tmp: Path, base_dir: Path, base_cache: Path, kills: list, first: int) -> dict:
+    """One fresh study folder and model cache: its kills, then the same command, then the comparison."""
+    folder = tmp / f"killed-{first}"
+    env = dict(os.environ, FSV_CACHE=str(folder / "cache"), WANDB_MODE="offline")
+    seen = []
+    for i, (stage, delay) in enumerate(kills, start=first):
+        seen.append(kill_at(study, folder, env, stage, delay))
+        print(f"kill {i}: {json.dumps(seen[-1])}", flush=True)
+    final = run_once(study, folder, env)
+    problems = compare(base_dir, folder / study_name(study)) if final.returncode == 0 else [final.stderr[-2000:]]
+    same = weights(base_cache) == weights(folder / "cache")
+    print(f"round from kill {first}: final run exit {final.returncode}; pretrained weights bit-identical to the "
+          f"uninterrupted run's: {same}; records: "
+          + ("exactly one per cell, equal to the uninterrupted run's apart from timing" if not problems
+             else "; ".join(problems)), flush=True)
+    return {"ok": not problems and same and final.returncode == 0,
+            "effective": sum(s["reached"] and s["killed"] for s in seen)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2, help="fresh study folders the kills are spread over")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", action="store_true")
     args = parser.parse_args(argv)
@@ -178,24 +203,24 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         study = train_study(tmp) if args.train else SMOKE
         base_env = dict(os.environ, FSV_CACHE=str(tmp / "cache-base"), WANDB_MODE="offline")
-        killed_env = dict(os.environ, FSV_CACHE=str(tmp / "cache-killed"), WANDB_MODE="offline")
         t0 = time.time()
         base = run_once(study, tmp / "base", base_env)
         print(f"uninterrupted run: exit {base.returncode}, {time.time() - t0:.0f} s", flush=True)
         if base.returncode != 0:
             print(base.stderr[-3000:])
             return 1
-        for i, (stage, delay) in enumerate(plan(args.kills, args.seed, args.train)):
-            seen = kill_at(study, tmp / "killed", killed_env, stage, delay)
-            print(f"kill {i + 1}: {json.dumps(seen)}", flush=True)
-        final = run_once(study, tmp / "killed", killed_env)
-        name = study_name(study)
-        problems = compare(tmp / "base" / name, tmp / "killed" / name) if final.returncode == 0 else [final.stderr[-2000:]]
-        same = weights(tmp / "cache-base") == weights(tmp / "cache-killed")
-        print(f"final run: exit {final.returncode}; pretrained weights bit-identical to the uninterrupted run's: {same}")
-        print("records: " + ("exactly one per cell, equal to the uninterrupted run's apart from timing"
-                             if not problems else "; ".join(problems)))
-        return 0 if not problems and same and final.returncode == 0 else 1
+        first, effective = 1, 0
+        for r in range(args.rounds):
+            kills = plan(args.kills // args.rounds + (r < args.kills % args.rounds), args.seed + r, args.train)
+            result = kill_round(study, tmp, tmp / "base" / study_name(study), tmp / "cache-base", kills, first)
+            first += len(kills)
+            effective += result["effective"]
+            if not result["ok"]:
+                return 1
+            print(f"effective kills this round (the study was still running): {result['effective']}/{len(kills)}",
+                  flush=True)
+        print(f"all rounds: {effective}/{args.kills} kills landed on a running study; every resume was complete")
+        return 0
 
 
 if __name__ == "__main__":

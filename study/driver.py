@@ -170,9 +170,10 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
             tracker = Tracker(study.wandb.model_dump(), study.name, root)
             early = [c for c in todo if c["regime"] in IN_CONTEXT]  # these start as soon as their own model is ready
             with pretraining(study, todo + pending(root, cells), tracker, store) as settled:
-                if early:
+                if not all(map(settled, early)):
                     _run_trials(study, root, early, verbose, store, settled)
-            todo = [c for c in todo if c["regime"] not in IN_CONTEXT]
+            recorded = {name.removesuffix(".parquet") for name in list_names(root, "records")}
+            todo = [c for c in todo if c["cell_id"] not in recorded]  # what ran while models pretrained is done
         cells = _trials_then_scores(study, root, cells, todo, address, verbose, store)
         summary = summarize(root, cells)
         summary["wall_s"] = time.time() - started

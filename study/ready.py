@@ -8,6 +8,12 @@ largest model pretrains alone. Tune asks a searcher for the next trial whenever 
 searcher may answer "nothing yet" (None) -- so this is Tune's own extension point, not a scheduler
 of our own. Its state is the records (a resumed study lists only cells without an ok record), so
 it keeps nothing to save.
+
+It finishes as soon as every model its cells still wait for is ready, leaving those cells to the
+driver's next experiment, which reuses its trial actors. While models pretrain an idle cached actor
+would hold a CPU the pretraining waits for, so here every trial starts a fresh worker process: ~5 s
+of imports on a laptop against ~2.5 s of work (measured on the default study: 16 in-context trials a
+minute on 2 cores), which reuse saves once nothing pretrains.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ class ReadyCells(Searcher):
         self.settled = settled
 
     def suggest(self, trial_id: str) -> dict | None:
+        if all(map(self.settled, self.pending)):
+            return Searcher.FINISHED  # nothing pretrains any more: the rest run with reused actors
         for i, cell in enumerate(self.pending):
             if self.settled(cell):
                 return {"cell_id": self.pending.pop(i)["cell_id"]}
-        return Searcher.FINISHED if not self.pending else None
+        return None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass

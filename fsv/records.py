@@ -198,14 +198,27 @@ def scan_records(study_dir: str | Path):
     return read_checked(study_dir)
 
 
+SCAN_CHUNK = 500  # files per dataset scan (its memory grows with them: 0.2 GB at 500, 0.5 at 2000)
+
+
 def scan_files(filesystem, paths: list[str]) -> tuple[pa.Table, list[Damaged]]:
-    """(the good records among `paths` as one table, the damaged files). One dataset scan, not one
-    read per file (a study holds thousands of one-row files); only when that scan fails is each
-    file read on its own."""
+    """(the good records among `paths` as one table, the damaged files). One dataset scan per
+    `SCAN_CHUNK` files, not one read per file (a study holds thousands of one-row files); only when
+    a chunk's scan fails is each of its files read on its own. Chunks bound the memory: one scan
+    over 10^5 files held each file's metadata and its one-row table at once (12 GB resident before
+    the records were even a DataFrame, benchmarks/scale.py), where the records themselves are ~0.1 GB."""
+    tables, damaged = [], []
+    for start in range(0, len(paths), SCAN_CHUNK):
+        table, bad = _scan_chunk(filesystem, paths[start:start + SCAN_CHUNK])
+        tables.append(table)
+        damaged += bad
+    return (pa.concat_tables(tables) if tables else SCHEMA.empty_table()), sorted(damaged, key=lambda d: d.path)
+
+
+def _scan_chunk(filesystem, paths: list[str]) -> tuple[pa.Table, list[Damaged]]:
+    """One scan: the good rows as one contiguous table (its fragments freed), and the damaged files."""
     import pyarrow.dataset as ds
 
-    if not paths:
-        return SCHEMA.empty_table(), []
     dataset = ds.dataset(paths, format="parquet", filesystem=filesystem, schema=SCHEMA)
     damaged, frames = [], []
     try:
@@ -215,7 +228,7 @@ def scan_files(filesystem, paths: list[str]) -> tuple[pa.Table, list[Damaged]]:
     for fragment, table in tables:
         reason = _schema_problem(fragment) or _content_problem(fragment.path, table)
         (damaged.append(Damaged(fragment.path, reason)) if reason else frames.append(table))
-    return (pa.concat_tables(frames) if frames else SCHEMA.empty_table()), sorted(damaged, key=lambda d: d.path)
+    return (pa.concat_tables(frames).combine_chunks() if frames else SCHEMA.empty_table()), damaged
 
 
 def _schema_problem(fragment) -> str | None:

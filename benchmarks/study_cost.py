@@ -1,8 +1,11 @@
 """What a study costs a laptop: wall time and peak memory of `fsv run` (the driver, the local Ray
 cluster it starts and every worker), cold (an empty model cache) and/or warm (the ladder cached).
 
-Memory is the sum of the resident sets of every process in the run's session (the driver starts the
-Ray cluster, so its raylet, GCS and workers are in it), sampled every second; /proc only.
+Memory, sampled every second over every process in the run's session (the driver starts the Ray
+cluster, so its raylet, GCS and workers are in it), /proc only: the sum of resident sets (RSS, which
+counts a page shared by many workers -- torch's libraries, Ray's object store -- once per process:
+an upper bound) and the sum of proportional sets (PSS, each shared page split among its sharers:
+what the run takes from the machine).
 
     python benchmarks/study_cost.py study/quick.yaml [--cache DIR] [--warm-only] [--out results/cost]
 """
@@ -21,8 +24,9 @@ from pathlib import Path
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def session_rss_mb(sid: int) -> float:
-    total = 0
+def session_memory_mb(sid: int) -> tuple[float, float]:
+    """(sum of RSS, sum of PSS) in MB over the processes of session `sid`."""
+    rss = pss = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -30,10 +34,12 @@ def session_rss_mb(sid: int) -> float:
             stat = Path(f"/proc/{entry}/stat").read_text()
             if int(stat.rsplit(")", 1)[1].split()[3]) != sid:  # field 6: the session id
                 continue
-            total += int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * PAGE
-        except (OSError, ValueError, IndexError):
+            rss += int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * PAGE
+            rollup = Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines()
+            pss += next(int(line.split()[1]) for line in rollup if line.startswith("Pss:")) * 1024
+        except (OSError, ValueError, IndexError, StopIteration):
             continue  # the process ended while we looked
-    return total / 2**20
+    return rss / 2**20, pss / 2**20
 
 
 def run(study: str, storage: Path, env: dict) -> dict:
@@ -43,12 +49,14 @@ def run(study: str, storage: Path, env: dict) -> dict:
     t0 = time.time()
     with open(f"{storage}.log", "w") as log:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=log)
-        peak = 0.0
+        peak_rss = peak_pss = 0.0
         while proc.poll() is None:
-            peak = max(peak, session_rss_mb(proc.pid))
+            rss, pss = session_memory_mb(proc.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             time.sleep(1.0)
     lines = Path(f"{storage}.log").read_text().splitlines()
-    return {"rc": proc.returncode, "wall_s": round(time.time() - t0, 1), "peak_rss_mb": round(peak),
+    return {"rc": proc.returncode, "wall_s": round(time.time() - t0, 1), "peak_rss_mb": round(peak_rss),
+            "peak_pss_mb": round(peak_pss),
             "last_lines": lines[-6:]}
 
 
@@ -69,7 +77,7 @@ def main() -> None:
     rows["warm"] = run(args.study, out / "warm", env)  # a fresh study folder, the same model cache
     print(json.dumps({"warm": rows["warm"]}), flush=True)
     print(json.dumps({"study": args.study, "cache": str(cache), "records": str(out),
-                      **{k: {m: v[m] for m in ("wall_s", "peak_rss_mb", "rc")} for k, v in rows.items()}}))
+                      **{k: {m: v[m] for m in ("wall_s", "peak_rss_mb", "peak_pss_mb", "rc")} for k, v in rows.items()}}))
 
 
 if __name__ == "__main__":

@@ -173,7 +173,8 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
                 if not all(map(settled, early)):
                     _run_trials(study, root, early, verbose, store, settled)
             recorded = {name.removesuffix(".parquet") for name in list_names(root, "records")}
-            todo = [c for c in todo if c["cell_id"] not in recorded]  # what ran while models pretrained is done
+            ran = {c["cell_id"] for c in early if c["cell_id"] in recorded}  # while models pretrained
+            todo = [c for c in todo if c["cell_id"] not in ran]
         cells = _trials_then_scores(study, root, cells, todo, address, verbose, store)
         summary = summarize(root, cells)
         summary["wall_s"] = time.time() - started

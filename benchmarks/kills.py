@@ -66,7 +66,15 @@ def _reached(stage: str, records: Path, log: Path, pid: int, before: set) -> boo
         return any(n.endswith(".parquet") for n in names)
     if stage == "record_write":
         return any(n.endswith(".tmp") and n not in before for n in names)  # a new one: a write under way
-    return len(names) > 0 and any("RayTrainWorker" in " ".join(p.cmdline()) for p in _alive(_tree(pid)))
+    return len(names) > 0 and any("RayTrainWorker" in _title(p) for p in _alive(_tree(pid)))
+
+
+def _title(proc) -> str:
+    """A process's command line; '' for one that ended (or is a zombie) while we looked."""
+    try:
+        return " ".join(proc.cmdline())
+    except Exception:  # noqa: BLE001 - psutil's NoSuchProcess, ZombieProcess, AccessDenied
+        return ""
 
 
 def _alive(procs):

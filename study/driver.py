@@ -170,11 +170,8 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
             tracker = Tracker(study.wandb.model_dump(), study.name, root)
             early = [c for c in todo if c["regime"] in IN_CONTEXT]  # these start as soon as their own model is ready
             with pretraining(study, todo + pending(root, cells), tracker, store) as settled:
-                if not all(map(settled, early)):
-                    _run_trials(study, root, early, verbose, store, settled)
-            recorded = {name.removesuffix(".parquet") for name in list_names(root, "records")}
-            ran = {c["cell_id"] for c in early if c["cell_id"] in recorded}  # while models pretrained
-            todo = [c for c in todo if c["cell_id"] not in ran]
+                ran = _run_trials(study, root, early, verbose, store, settled) if not all(map(settled, early)) else set()
+            todo = [c for c in todo if c["cell_id"] not in ran]  # the rest run after pretraining
         cells = _trials_then_scores(study, root, cells, todo, address, verbose, store)
         summary = summarize(root, cells)
         summary["wall_s"] = time.time() - started
@@ -334,9 +331,10 @@ def _resources(cell: dict, train) -> dict:
     return {"CPU": 1, "GPU": gpu_fraction(resolve_model(cell["model"]).params, train, cell["model"])}
 
 
-def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, store=None, settled=None) -> None:
+def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, store=None, settled=None) -> set:
     """One Tune experiment over the cells: a grid over them, or with `settled` (while models still
-    pretrain) a searcher that hands each out once its model is ready (`study.ready.ReadyCells`)."""
+    pretrain) a searcher that hands each out once its model is ready (`study.ready.ReadyCells`).
+    Returns the ids of the cells it ran."""
     from ray import tune
 
     cells = {c["cell_id"]: c for c in todo}
@@ -373,6 +371,7 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, 
     finally:
         _say_restarts(service.stop())
     _record_crashed_trials(study, root, grid, cells)
+    return {(result.config or {}).get("cell_id") for result in grid}
 
 
 def _say_restarts(reports: list[dict]) -> None:

@@ -171,17 +171,20 @@ def selection_fields(cell: dict, metrics: dict, chance_loss: float) -> dict:
 
 
 def curve_fields(rows: list[dict], cell: dict) -> dict:
-    """Every evaluation row (`curves`); the validation curve (mean accuracy over the rows a selection
-    may read -- every held-out task on the world, each fold choosing for the other; the dev split on
-    text -- and over seeds, per n and length); its best length's mean over n (`accuracy`); and
-    the training loss at the longest length."""
+    """Every evaluation row (`curves`; their seconds are summed in `eval_s`, so `curves` repeats
+    exactly between runs); the validation curve (mean accuracy over the rows a selection may read --
+    every held-out task on the world, each fold choosing for the other; the dev split on text -- and
+    over seeds, per n and length); its best length's mean over n (`accuracy`); and the training
+    loss at the longest length."""
     curve: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         if row.get("split", "test") == ("dev" if cell["world"] is None else "test"):
             curve.setdefault(str(row["n"]), {}).setdefault(str(row["steps"]), []).append(row["accuracy"])
     val_curve = {n: {L: float(np.mean(v)) for L, v in by_len.items()} for n, by_len in curve.items()}
     longest = max(cell["settings"]["steps"])
-    return {"curves": json.dumps(rows), "val_curve": json.dumps(val_curve),
+    timed = sum(r.get("eval_s", 0.0) for r in rows)  # seconds: kept out of `curves`, which repeats exactly
+    rows = [{k: v for k, v in r.items() if k != "eval_s"} for r in rows]
+    return {"curves": json.dumps(rows), "val_curve": json.dumps(val_curve), "eval_s": timed,
             "accuracy": float(np.mean([max(v.values()) for v in val_curve.values()])),
             "final_train_loss": float(np.mean([r["train_loss"] for r in rows if r["steps"] == longest]))}
 

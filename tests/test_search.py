@@ -10,7 +10,7 @@ import pytest
 
 from fsv.config import parse_study
 from fsv.grid import expand
-from fsv.regimes.training import draw_examples, fold_of
+from fsv.regimes.training import curve_fields, draw_examples, fold_of
 from fsv.search.select import Trial, choose, is_scored, is_validation, widened_points
 from fsv.search.space import edges, grid_points
 from fsv.world import World, preset
@@ -172,3 +172,14 @@ def test_grpo_on_a_text_task_is_refused():
         parse_study({"name": "p", "models": ["EleutherAI/pythia-70m"], "tasks": ["sst2"],
                      "regimes": {"rlhf": {"n": [8], "methods": ["dpo", "grpo"], "train_tasks": ["ag_news"]}}})
     assert "regimes.rlhf.methods" in str(err.value) and "grpo" in str(err.value) and "sst2" in str(err.value)
+
+
+def test_a_selection_record_keeps_its_evaluation_seconds_out_of_its_curves():
+    """`curves` is compared between two runs of a cell (benchmarks/kills.py): seconds go to eval_s."""
+    cell = {"world": {"preset": "quick"}, "settings": {"steps": [4, 8]}}
+    row = {"task": "f0-0213", "n": 2, "seed": 0, "split": "test", "accuracy": 0.5, "train_loss": 1.0}
+    rows = [{**row, "steps": 4, "eval_s": 0.25}, {**row, "steps": 8, "accuracy": 0.75, "eval_s": 0.5}]
+    fields = curve_fields(rows, cell)
+    assert all("eval_s" not in r for r in json.loads(fields["curves"]))
+    assert fields["eval_s"] == 0.75
+    assert json.loads(fields["val_curve"]) == {"2": {"4": 0.5, "8": 0.75}} and fields["accuracy"] == 0.75

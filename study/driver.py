@@ -163,13 +163,14 @@ def run_study(path: str, storage: str = "results", address: str | None = None, v
         say(f"study {study.name}: {len(recorded)} cells ({sum(map(is_trial, cells))} trials, the rest scored from "
             f"their searches), {sum(c['cell_id'] in done for c in recorded)} already recorded ok, {len(todo)} to run")
         started = time.time()
-        if todo or pending(root, cells):
+        searches = pending(root, cells)
+        if todo or searches:
             connect(address, verbose)
             from fsv.tracking import Tracker
 
             tracker = Tracker(study.wandb.model_dump(), study.name, root)
             early = [c for c in todo if c["regime"] in IN_CONTEXT]  # these start as soon as their own model is ready
-            with pretraining(study, todo + pending(root, cells), tracker, store) as settled:
+            with pretraining(study, todo + searches, tracker, store) as settled:
                 ran = _run_trials(study, root, early, verbose, store, settled) if not all(map(settled, early)) else set()
             todo = [c for c in todo if c["cell_id"] not in ran]  # the rest run after pretraining
         cells = _trials_then_scores(study, root, cells, todo, address, verbose, store)
@@ -195,9 +196,10 @@ def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: 
     for _ in range(study.search.widen + 1):
         for group in trial_groups(todo):
             _run_trials(study, root, group, verbose, store)
-        if pending(root, cells):
+        searches = pending(root, cells)
+        if searches:
             connect(address, verbose)
-            with _training_service(root, pending(root, cells)):  # the search trials' cells go to its servers
+            with _training_service(root, searches):  # the search trials' cells go to its servers
                 run_searches(study, root, cells, _trial_env(study, root, todo, store), lambda c: _resources(c, study.train),
                              verbose)
             cells = known_cells(cells, read_records(root))

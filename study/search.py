@@ -51,15 +51,19 @@ def validation_score(rows: list[dict], fold: str | None) -> float:
     return float(np.mean([max(np.mean(v) for v in by_len.values()) for by_len in by_n.values()])) if by_n else 0.0
 
 
-def pending(root: str, cells: list[dict]) -> list[dict]:
-    """The search plans with fewer recorded trials than they sample."""
-    records = read_records(root)
-    return [p for p in plans(cells) if len(recorded(records, p)) < p["samples"]]
+def pending(root: str, cells: list[dict], records=None) -> list[dict]:
+    """The search plans with fewer recorded trials than they sample (a grid study has none, and its
+    records are not read)."""
+    searches = plans(cells)
+    if not searches:
+        return []
+    records = read_records(root) if records is None else records
+    return [p for p in searches if len(recorded(records, p)) < p["samples"]]
 
 
 def run_searches(study: StudyConfig, root: str, cells: list[dict], env: dict, resources, verbose: bool) -> None:
     records = read_records(root)
-    for plan in pending(root, cells):
+    for plan in pending(root, cells, records):
         run_search(study, plan, recorded(records, plan), env, resources, verbose)
 
 

@@ -70,6 +70,7 @@ def scored_fields(cell: dict, trial: Trial, length: int, val_acc: float, spaces:
     on_edge = edges(searched, trial.hparams) + (["steps"] if len(lengths) > 1 and length in (min(lengths), max(lengths)) else [])
     selection = {"val_accuracy": val_acc, "on_edge": on_edge, "trial": trial.cell_id, "candidates": len(trials),
                  "explored": explored(trials), "lengths": lengths}
+    tokens = mean("tokens")  # null where a row set has no token counts
     fields = {
         "accuracy": mean("accuracy"), "n_eval": int(sum(r["n_eval"] for r in rows)),
         "task_accuracy": json.dumps({r["task"]: r["accuracy"] for r in rows}),
@@ -78,7 +79,7 @@ def scored_fields(cell: dict, trial: Trial, length: int, val_acc: float, spaces:
         "hparams": json.dumps({**trial.hparams, "steps": length}, sort_keys=True),
         "selected_on": json.dumps(validation), "selection": json.dumps(selection, sort_keys=True),
         "final_train_loss": mean("train_loss"), "n_distinct": int(round(mean("n_distinct"))),
-        "train_tokens": None if mean("tokens") is None else int(mean("tokens")), "reward_margin": mean("reward_margin"),
+        "train_tokens": None if tokens is None else int(tokens), "reward_margin": mean("reward_margin"),
     }
     return fields
 

@@ -215,16 +215,12 @@ def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: 
 
 def trial_groups(todo: list[dict]) -> list[list[dict]]:
     """The trials as experiments run one after another, each with the whole cluster sized for it:
-    in-context trials (a CPU each, actors reused), training cells the training service serves (every
-    CPU in a server), then cells that need a fit of their own (trl's rlhf). In one experiment, the
-    CPU kept for the few rlhf cells idled while the served cells trained on the other (measured on
-    the default study: one core busy for the whole selection phase, load average 1.4 on 2 cores)."""
-    from fsv.train.service import PER_FIT_REGIMES
-
-    def group(cell: dict) -> int:
-        return 0 if cell["train"] is None else 2 if cell["regime"] in PER_FIT_REGIMES else 1
-
-    return [g for g in ([c for c in todo if group(c) == i] for i in range(3)) if g]
+    in-context trials (a CPU each, actors reused), then training cells (every CPU in a training
+    server). In one experiment, the CPU kept for in-context or per-fit trials idles while the served
+    cells train on the other (measured on the default study: one core busy for the whole selection
+    phase, load average 1.4 on 2 cores)."""
+    groups = [[c for c in todo if c["train"] is None], [c for c in todo if c["train"] is not None]]
+    return [g for g in groups if g]
 
 
 def _set_aside_damaged(root: str) -> None:
@@ -392,21 +388,21 @@ def _training_service(root: str, cells: list[dict]):
 
 def _training_pools(todo: list[dict]) -> tuple[list, int]:
     """(servers per training placement, max concurrent trials). Servers hold their workers' CPUs
-    for the whole run (`fsv.train.service.pool_sizes` leaves a CPU to in-context and rlhf trials);
+    for the whole run (`fsv.train.service.pool_sizes` leaves a CPU to in-context trials);
     a trial whose cell a server trains holds no CPU, and each server gets two such trials, one
     training while the other evaluates its model; the CPUs left run the other trials.
     2 cores, 1-worker training + in-context cells: 1 server + 1 CPU -> 2 + 1 = 3 trials at a time;
     training only: 2 servers -> 4. FSV_TRAIN_SERVICE=0: one fit per cell, as before."""
     import ray
 
-    from fsv.train.service import PER_FIT_REGIMES, placement, pool_sizes
+    from fsv.train.service import placement, pool_sizes
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     pools = pool_sizes(todo, cpus, gpus) if os.environ.get("FSV_TRAIN_SERVICE", "1") != "0" else []
     served = {placement(t) for t, _ in pools}
     held = sum(n * t["workers"] * t["cpus_per_worker"] for t, n in pools)
-    alone = [c for c in todo if c["train"] is None or c["regime"] in PER_FIT_REGIMES or placement(c["train"]) not in served]
+    alone = [c for c in todo if c["train"] is None or placement(c["train"]) not in served]
     per_trial = max((1 if c["train"] is None else c["train"]["workers"] * c["train"]["cpus_per_worker"] for c in alone),
                     default=1)
     feeders = 2 * sum(n for _, n in pools)

@@ -63,6 +63,39 @@ def test_cells_through_one_service_match_their_own_fits(ray_cluster, tiny_model,
     assert len(runs) == 1 and len([p for p in runs[0].glob("checkpoint_*") if p.is_dir()]) == 3  # one Ray Train checkpoint a cell
 
 
+def dpo_cell(model, seed: int) -> dict:
+    """An rlhf selection trial's training as `fsv.regimes.rlhf.run` builds it: trl's DPO loop."""
+    return {**cell(model, seed), "job": None, "loop": "fsv.regimes.rlhf:train_loop_per_worker", "n_levels": [4],
+            "lengths": [2, 4], "hparams": {"lr": 1e-3, "beta": 0.1}, "method": "dpo", "noise": 0.0, "start": "base",
+            "start_hparams": None, "train_tasks": None, "keep_models": False}
+
+
+def test_rlhf_cells_are_served_between_sft_cells_and_match_their_own_fits(ray_cluster, tiny_model, tmp_path):
+    """trl's loop in a long-lived worker: DPO cells and sft cells through one server, one after
+    another, each the same as a fit of its own (nothing of one cell's trainer leaks into the next)."""
+    from fsv.train.launch import fit
+    from fsv.train.service import TrainService, find_queue
+
+    storage = str(tmp_path / "ray")
+    configs = {"dpo0": dpo_cell(tiny_model, 0), "sft1": cell(tiny_model, 1), "dpo1": dpo_cell(tiny_model, 1)}
+    alone = {key: fit(configs[key], storage, f"alone-{key}", tmp_path / f"alone-{key}") for key in ("dpo1", "sft1")}
+    with TrainService([(TRAIN, 1)], storage) as service:
+        assert find_queue(configs["dpo0"]) is not None
+        served = {}
+        for key in configs:  # in turn: the sft cell runs after a DPO cell in the same worker
+            served[key] = fit(configs[key], storage, key, tmp_path / key)
+        state = ray_get(service.queues[0].state.remote())
+    assert state["deliveries"] == {key: 1 for key in configs}
+    dpo = {key: json.loads(served[key]["evals"]) for key in ("dpo0", "dpo1")}
+    assert [r["steps"] for r in dpo["dpo1"]] == [r["steps"] for r in json.loads(alone["dpo1"]["evals"])]
+    assert [r["train_loss"] for r in dpo["dpo1"]] == pytest.approx(
+        [r["train_loss"] for r in json.loads(alone["dpo1"]["evals"])], rel=1e-4)
+    assert [r["train_loss"] for r in dpo["dpo0"]] != [r["train_loss"] for r in dpo["dpo1"]]  # its own seed
+    assert served["sft1"]["final_train_loss"] == pytest.approx(alone["sft1"]["final_train_loss"], rel=1e-4)
+    runs = [p for p in (tmp_path / "ray").iterdir() if p.name.startswith("service-")]
+    assert len(runs) == 1 and len([p for p in runs[0].glob("checkpoint_*") if p.is_dir()]) == 3
+
+
 def ray_get(ref):
     import ray
 

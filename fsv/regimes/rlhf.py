@@ -149,6 +149,7 @@ def train_loop_per_worker(config: dict) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
     import torch
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     torch.set_num_threads(config["train"]["cpus_per_worker"])
     ctx = ray.train.get_context()
@@ -158,7 +159,10 @@ def train_loop_per_worker(config: dict) -> None:
     with tempfile.TemporaryDirectory() as out:
         for n in config["n_levels"]:
             for seed in config["seeds"]:
-                found, used, loaded = one_policy(config, n, seed, out, micro)
+                try:
+                    found, used, loaded = one_policy(config, n, seed, out, micro)
+                finally:  # trl's config registered its DeepSpeed config with transformers: the next cell
+                    unset_hf_deepspeed_config()  # a training server runs must not load models by it
                 rows += found
                 tokens.append(used)
         metrics = {"evals": json.dumps(rows), "final_train_loss": float(np.mean([r["train_loss"] for r in rows

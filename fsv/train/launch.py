@@ -5,7 +5,7 @@
 reported into `dest` and returns its reported metrics. When the driver started a training service
 for the config's placement (`fsv.train.service`), the cell goes to that long-lived worker group
 (~0.5 s of fixed cost); otherwise -- no service on this cluster (tests, benchmarks, pretraining
-before the trials), a loop the service does not serve (trl's, e.g. rlhf), or callbacks given --
+before the trials), a loop the service does not serve, or callbacks given --
 it gets a `TorchTrainer.fit()` of its own (~20 s). The checkpoint travels through Ray Train's
 storage either way, so it works the same on a laptop and on a cluster with `s3://` storage.
 """
@@ -48,14 +48,19 @@ def _copy_checkpoint(checkpoint, dest: Path) -> None:
     checkpoint.to_directory(str(dest))
 
 
+def loop_function(name: str):
+    """The per-worker loop a config names ("module:function")."""
+    module, fn = name.split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
 def fit_alone(config: dict, storage_path: str, name: str, dest: Path, callbacks=None) -> dict:
     """One `TorchTrainer.fit()` for this job alone."""
     from ray.train import RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    module, fn = config.get("loop", DEFAULT_LOOP).split(":")
     trainer = TorchTrainer(
-        getattr(importlib.import_module(module), fn),
+        loop_function(config.get("loop", DEFAULT_LOOP)),
         train_loop_config=config,
         scaling_config=scaling_config(config["train"]),
         torch_config=TorchConfig(backend="nccl" if config["train"]["use_gpu"] else "gloo"),

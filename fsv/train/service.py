@@ -24,8 +24,10 @@ How it stays correct:
   back only the cell that server held (at most `MAX_DELIVERIES` times, then it is failed), and a new
   generation starts. Other servers' cells are untouched. A cell that raises is failed with its
   traceback and also ends its generation (another rank may be waiting in a collective).
-- trl's loops (rlhf) are not served (`PER_FIT_REGIMES`): they get a fit each, and `pool_sizes`
-  leaves them the CPUs they need.
+- trl's loop (rlhf: DPO, GRPO) is served too: a served cell runs the per-worker loop it names
+  (`SERVED_LOOPS`), and trl's trainers already run one after another in one worker (a cell trains a
+  policy per n and seed). Served, an rlhf cell costs its training, not ~20 s of Ray Train start-up
+  more (the default study's 38 rlhf fits took 12 of its 59 min, half of it start-up).
 - the queue is a named actor per placement (workers, ZeRO stage, GPU, CPUs per worker) in the
   driver's job, owned by the driver: `launch.fit` finds it by name, or falls back to a fit of its own.
 """
@@ -43,10 +45,8 @@ NAMESPACE = "fsv"
 RETIRE_AFTER = 40
 MAX_DELIVERIES = 2  # a cell whose server dies twice under it is failed, not retried for ever
 MAX_IDLE_FAILURES = 3  # generations in a row that fail before their first cell: the server gives up
-SERVED_LOOPS = {"fsv.train.worker:train_loop_per_worker"}  # re-entrant per-worker loops
-# Regimes whose cells run a per-worker loop of their own (trl's DPOTrainer builds an accelerate
-# state per trainer; not served, not tried): they get one fit each, and the pool leaves them room.
-PER_FIT_REGIMES = {"rlhf"}
+# re-entrant per-worker loops: fsv's DeepSpeed engine loop, and trl's (rlhf)
+SERVED_LOOPS = {"fsv.train.worker:train_loop_per_worker", "fsv.regimes.rlhf:train_loop_per_worker"}
 
 
 def placement(train: dict) -> str:
@@ -179,7 +179,7 @@ def serve_cells(config: dict) -> None:
     import ray.train
     from ray.train.collective import broadcast_from_rank_zero
 
-    from fsv.train.worker import train_loop_per_worker
+    from fsv.train.launch import DEFAULT_LOOP, loop_function
 
     rank = ray.train.get_context().get_world_rank()
     queue = ray.get_actor(config["queue"], namespace=NAMESPACE) if rank == 0 else None
@@ -189,7 +189,7 @@ def serve_cells(config: dict) -> None:
             return
         _, key, cell = item
         try:
-            train_loop_per_worker(cell)
+            loop_function(cell.get("loop", DEFAULT_LOOP))(cell)
         except Exception:
             if rank == 0:
                 ray.get(queue.finish.remote(key, ("failed", traceback.format_exc(limit=20)[-4000:])))
@@ -304,9 +304,9 @@ def pool_sizes(cells: list[dict], cpus: int, gpus: int) -> list[tuple[dict, int]
     A server's workers hold their CPUs (GPUs) for the service's lifetime, so the pool leaves enough
     for the largest of what must still run beside it: an in-context trial (1 CPU, and 1 GPU on a
     GPU cluster: with every CPU in a server it would wait for ever), a cell of a regime not served
-    (rlhf) or of a placement left without a server (each a fit of its own).
+    or of a placement left without a server (each a fit of its own).
     On 2 cores, 1-worker cells: training only -> 2 servers (2 cells at a time, as with one fit per
-    cell); training with in-context or rlhf cells -> 1 server + 1 CPU for those (served cells then
+    cell); training with in-context cells -> 1 server + 1 CPU for those (served cells then
     train one at a time, at ~0.5 s of fixed cost each instead of ~20 s).
     Placements take turns, the most common first, one server per turn, never more than their cells.
     """
@@ -315,11 +315,10 @@ def pool_sizes(cells: list[dict], cpus: int, gpus: int) -> list[tuple[dict, int]
     def holds(t: dict) -> dict:
         return {"CPU": t["workers"] * t["cpus_per_worker"], "GPU": t["workers"] if t["use_gpu"] else 0}
 
-    served = [c for c in cells if c.get("train") is not None and c["regime"] not in PER_FIT_REGIMES]
+    served = [c for c in cells if c.get("train") is not None]
     trains = {placement(c["train"]): c["train"] for c in served}
     counts = Counter(placement(c["train"]) for c in served)
-    beside = [holds(c["train"]) for c in cells if c.get("train") is not None and c["regime"] in PER_FIT_REGIMES]
-    beside += [{"CPU": 1, "GPU": int(gpus > 0)}] if any(c.get("train") is None for c in cells) else []
+    beside = [{"CPU": 1, "GPU": int(gpus > 0)}] if any(c.get("train") is None for c in cells) else []
     left = {"CPU": cpus, "GPU": gpus}
     sizes = Counter()
     while True:

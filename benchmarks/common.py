@@ -18,8 +18,10 @@ def bare_steps(job, config: dict, steps: int, loss=lambda model, batch: model(**
     Ray and no DeepSpeed -- the baseline the training benchmarks divide by."""
     import torch
 
+    from fsv.train.worker import adamw
+
     torch.set_num_threads(config["train"]["cpus_per_worker"])
-    opt = torch.optim.AdamW(job.model.parameters(), lr=config["lr"], weight_decay=config["train"]["weight_decay"])
+    opt = adamw(job.model.parameters(), config["lr"], config["train"]["weight_decay"])
     batches = [next(job.batches) for _ in range(steps)]
     tokens, t0 = 0, time.perf_counter()
     for batch in batches:

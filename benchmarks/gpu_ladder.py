@@ -33,7 +33,7 @@ def pretrain_and_score(name: str, seed: int, args: argparse.Namespace) -> dict:
     from fsv.config import PretrainSection
     from fsv.models.load import pretrain_config
     from fsv.train.pretrain import build, weighted_label_loss
-    from fsv.train.worker import lr_factor
+    from fsv.train.worker import adamw, lr_factor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     world = _world(args)
@@ -41,7 +41,7 @@ def pretrain_and_score(name: str, seed: int, args: argparse.Namespace) -> dict:
     config = pretrain_config(name, world.config.model_dump(), pretrain, seed)
     job = build(config, 0, 1)
     model = job.model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["train"]["weight_decay"])
+    opt = adamw(model.parameters(), config["lr"], config["train"]["weight_decay"])
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(job, step))
     curve, t0 = [], time.time()
     for step, batch in zip(range(job.steps), job.batches):

@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis.load import StudyRecords, describe_cells
 from analysis.settings import AnalysisSettings
+from analysis.summaries import unfit_regimes
 
 
 def number(value, digits: int = 3) -> str:
@@ -61,6 +62,7 @@ def write_report(path: Path, study: StudyRecords, measures, document: dict, tabl
         _header(study, document, settings),
         _trust_section(study, measures),
         _law_section(measures, document),
+        _objective_section(tables, settings),
         _claims_section(tables),
         _icl_section(measures, tables),
         _finetune_section(measures, tables),
@@ -111,8 +113,14 @@ def _law_section(measures, document: dict) -> str:
         lines.append("No training-regime records: sample need, the exchange rate and the law cannot be measured; "
                      "the in-context measures below stand alone.")
         return "\n".join(lines) + "\n"
+    unfit = unfit_regimes(measures.objective_fit)
     for series, law in measures.law.items():
         lines.append(f"- **{law.verdict}** - {law.sentence}")
+        if series.split(":")[0] in unfit:
+            models = unfit[series.split(":")[0]]
+            lines.append(f"  - **{series.split(':')[0]} did not fit its training objective on {len(models)} instance(s)** "
+                         f"({', '.join(models)}): there its sample need measures a regime that has not trained "
+                         "(see \"Did each regime fit its objective?\").")
     lines += ["", measures.agreement]
     rows = [{"series": s, "verdict": e["verdict"],
              "Kendall tau [CI]": with_interval(e["tau"], e["tau_ci_low"], e["tau_ci_high"]),
@@ -129,6 +137,22 @@ def _law_section(measures, document: dict) -> str:
               "reached the target, describes the relation; its replicate interval refits every resample.", "",
               markdown_table(pd.DataFrame(rows))]
     return "\n".join(lines) + "\n"
+
+
+def _objective_section(tables, settings: AnalysisSettings) -> str:
+    table = tables.get("objective_fit")
+    if table is None or table.empty:
+        return ""
+    rows = pd.DataFrame({"regime": table["regime"], "method": table["method"], "instance": table["model"],
+                         "trials": table["trials"], "lowest train loss": table["lowest_train_loss"].map(number),
+                         "chance": table["chance_loss"].map(number),
+                         "share of chance": table["share_of_chance"].map(number),
+                         "fits": table["fits"].map({True: "yes", False: "**no**"})})
+    return ("## Did each regime fit its objective?\n\nA regime is measured only after it has fit its own training "
+            "objective: the lowest training loss its search reached (at the longest length, mean over its "
+            f"adaptations) must be at most {number(settings.fit_share)} of chance (ln C for the labels, ln 2 for "
+            "DPO's preferences). Selection may still stop earlier: a shorter length chosen on validation is early "
+            "stopping, not a failure to fit.\n\n" + markdown_table(rows) + "\n")
 
 
 def _claims_section(tables) -> str:

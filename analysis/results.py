@@ -208,7 +208,7 @@ def law_entry(law: LawResult) -> dict:
 
 TABLES = ("records", "missing_cells", "failed_cells", "acc_k", "icl_strength", "acc_n", "finetune_fits",
           "sample_need", "exchange_rate", "exchange_summary", "law", "zero_shot_descriptions", "description_worth",
-          "variance_split", "literature_claims", "selection")
+          "variance_split", "literature_claims", "selection", "objective_fit")
 
 
 def tables(study: StudyRecords, measures) -> dict[str, pd.DataFrame]:
@@ -236,6 +236,7 @@ def tables(study: StudyRecords, measures) -> dict[str, pd.DataFrame]:
     out["variance_split"] = measures.variance
     out["literature_claims"] = measures.claims
     out["selection"] = measures.selection
+    out["objective_fit"] = measures.objective_fit
     return {name: _flat(table) for name, table in out.items()}
 
 

@@ -63,6 +63,11 @@ class AnalysisSettings:
         default=0.9,
         metadata={"help": "below this fraction of resamples with a comparable pair the verdict is inconclusive"},
     )
+    fit_share: float = field(
+        default=0.5, metadata={"help": "a training regime fits its objective on an instance when the lowest "
+                                       "training loss its search reached is at most this share of chance (ln C; "
+                                       "ln 2 for DPO), in (0, 1]"}
+    )
     include_unlisted_records: bool = field(
         default=False, metadata={"help": "analyse records whose cell_id is not in cells.json"}
     )
@@ -72,6 +77,7 @@ class AnalysisSettings:
     def __post_init__(self) -> None:
         _require(self.bootstrap_resamples >= 1, "bootstrap_resamples", self.bootstrap_resamples, "an int >= 1")
         _require(0 < self.confidence < 1, "confidence", self.confidence, "a number in (0, 1)")
+        _require(0 < self.fit_share <= 1, "fit_share", self.fit_share, "a number in (0, 1]")
         _require(self.resampling in ("bootknife", "bootstrap"), "resampling", self.resampling,
                  "bootknife, bootstrap")
         _require(self.icl_description in ("auto", "none", "model", "human"), "icl_description",

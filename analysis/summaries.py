@@ -13,6 +13,10 @@ regimes agree.
   the raw spread of means at that level, so it includes the noise of the levels below it.
 - `selection_table`: phase "select" records as (regime, instance, n, lr, validation accuracy), the
   best over training lengths in `val_curve`, with the lr that the scored records ran with marked.
+- `objective_fit_table`: whether each training regime fitted its own objective on each instance: the
+  lowest training loss its search reached (at the longest length, over its trials) against the
+  objective's chance level. A regime is measured only after it has fit its objective; where it did
+  not, its sample need measures a regime that has not trained, and the report says so.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from analysis.bootstrap import build_curve, percentile_interval
 from analysis.instances import task_rows, text_of
 from analysis.measures import description_worth, level_means
 from analysis.monotone import censoring
-from analysis.series import DESCRIPTION_VARIANTS, description_of
+from analysis.series import DESCRIPTION_VARIANTS, TRAINING_REGIMES, description_of
 
 HIERARCHY = ("pretraining instance", "training seed", "task")
 
@@ -171,3 +175,33 @@ def regimes_agree(laws: dict) -> str:
         return f"The regimes agree: {which} measured ({', '.join(names)}) is {verdict}."
     parts = "; ".join(f"{verdict}: {', '.join(names)}" for verdict, names in by_verdict.items())
     return f"The regimes do not agree - {parts}."
+
+
+def objective_fit_table(selection: pd.DataFrame, fit_share: float, models: list[str]) -> pd.DataFrame:
+    """One row per (regime, method, instance) with selection trials, in regime then instance order
+    (`models`): the lowest `final_train_loss` over its trials, the objective's chance level, their
+    ratio, and whether it fits (ratio <= share)."""
+    needed = {"final_train_loss", "train_loss_chance", "regime", "instance"}
+    if selection.empty or not needed <= set(selection.columns):
+        return pd.DataFrame()
+    rows = selection.assign(method=selection.get("method", pd.Series("full", index=selection.index)).fillna("full"),
+                            loss=pd.to_numeric(selection["final_train_loss"], errors="coerce"),
+                            chance=pd.to_numeric(selection["train_loss_chance"], errors="coerce"))
+    rows = rows.dropna(subset=["loss", "chance"])
+    if rows.empty:
+        return pd.DataFrame()
+    table = rows.groupby(["regime", "method", "instance"], sort=False).agg(
+        trials=("loss", "size"), lowest_train_loss=("loss", "min"), chance_loss=("chance", "first")).reset_index()
+    table["share_of_chance"] = table["lowest_train_loss"] / table["chance_loss"]
+    table["fits"] = table["share_of_chance"] <= fit_share
+    rank = {r: i for i, r in enumerate(TRAINING_REGIMES)} | {m: i for i, m in enumerate(models)}
+    table = table.sort_values(["regime", "method", "instance"], key=lambda c: c.map(lambda v: (rank.get(v, len(rank)), v)))
+    return table.rename(columns={"instance": "model"}).reset_index(drop=True)
+
+
+def unfit_regimes(table: pd.DataFrame) -> dict[str, list[str]]:
+    """{regime: the instances on which it did not fit its objective}, for regimes with any."""
+    if table.empty:
+        return {}
+    bad = table[~table["fits"]]
+    return {regime: list(group["model"]) for regime, group in bad.groupby("regime", sort=False)}

@@ -44,6 +44,7 @@ class SyntheticSpec:
     law_sd: float = 0.0  # log-normal scatter of an instance's N* about the law at its own S
     select: bool = True  # write phase "select" records of a learning-rate search
     lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
+    unfit: tuple[str, ...] = ()  # series whose search never fits its training objective (loss near chance)
     chance: float = 0.25
     acc_k1: float = 0.30  # accuracy at k = 1
     upper: float = 0.97  # fine-tuning ceiling
@@ -170,8 +171,16 @@ def _select_records(spec, rng, base, laws: dict) -> list[dict]:
                               for steps, share in ((10, 0.9), (50, 1.0))}}
             row = _row(spec, rng, base, "val-a", value, n=n, k=0, phase="select", val_curve=json.dumps(curve),
                        hparams=json.dumps({"lr": lr, "steps": 50}), **fields)
-            rows.append(row | {"accuracy": None})
+            rows.append(row | {"accuracy": None} | _training_loss(spec, series, lr))
     return rows
+
+
+def _training_loss(spec, series: str, lr: float) -> dict:
+    """The trial's training loss at its longest length: falling with the rate to a tenth of chance at
+    the highest, or staying near chance for a series in `spec.unfit`."""
+    chance_loss = float(np.log(1 / spec.chance))
+    share = 0.9 if series in spec.unfit else min(1.0, 0.1 * (max(spec.lrs) / lr) ** 0.5)
+    return {"final_train_loss": chance_loss * share, "train_loss_chance": chance_loss}
 
 
 def series_fields(series: str) -> dict:

@@ -509,3 +509,24 @@ def test_search_trials_need_not_be_listed_and_feed_the_trained_to_best_table(tin
     assert search and search <= set(study.records["cell_id"]) and not study.unlisted
     selection = measure_study(study.records, NO_FIGURES, seed=0).selection
     assert set(selection["lr"]) == {1e-4, 3e-4, 1e-3, 3e-3} and selection.loc[selection["chosen"], "lr"].eq(1e-3).all()
+
+
+def test_a_regime_that_never_fits_its_training_objective_is_named_in_the_law_section(tmp_path):
+    """Training loss of the search trials against chance: sft fits (a tenth of ln 4 at its highest
+    rate), instruction tuning stays at .9 of it on every instance, and the report says so beside
+    the verdict and in its own table."""
+    spec = SyntheticSpec(laws=(("sft", 2.0, -1.0), ("instruction_tuning", 1.0, -0.8)),
+                         unfit=("instruction_tuning",), descriptions=False)
+    write_synthetic_study(tmp_path / "study", spec)
+    out = analyze(tmp_path / "study", settings=NO_FIGURES)
+    table = pd.read_csv(out / "tables" / "objective_fit.csv")
+    by_regime = table.groupby("regime")["fits"].agg(["all", "any", "size"])
+    assert by_regime.loc["sft", "all"] and by_regime.loc["sft", "size"] == len(spec.models)
+    assert not by_regime.loc["instruction_tuning", "any"]
+    assert table.loc[table["regime"] == "sft", "share_of_chance"].max() == pytest.approx(0.1)
+    assert table.loc[table["regime"] == "sft", "trials"].eq(len(spec.lrs)).all()
+    report = (out / "report.md").read_text()
+    assert f"instruction_tuning did not fit its training objective on {len(spec.models)} instance(s)" in report
+    assert "sft did not fit" not in report and "## Did each regime fit its objective?" in report
+    with pytest.raises(ValueError, match="fit_share"):
+        AnalysisSettings(fit_share=0.0)

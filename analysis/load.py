@@ -1,7 +1,9 @@
 """Load a study's stored records and decide whether they can be trusted.
 
 Input: `DIR/STUDY/records/*.parquet` (schema `fsv.records.SCHEMA`, one row per trial) and, when
-present, `DIR/STUDY/cells.json` written by the driver at launch:
+present, `DIR/STUDY/cells.json` written by the driver at launch -- DIR a local folder or an `s3://`
+/ `gs://` URI, read where it lies (`fsv.records.read_records`: the compacted parts, then one scan
+per chunk of the files written since), never copied a file at a time:
 `{"study": str, "fsv_version": str, "cells": [{"cell_id", "regime", "model", "k", "n", "seed",
 "task", "description", ...}, ...]}`.
 
@@ -40,7 +42,7 @@ class TrustError(FsvError):
 @dataclass
 class StudyRecords:
     study: str
-    study_dir: Path
+    study_dir: str | Path  # a local folder or an s3:// / gs:// URI
     fsv_version: str | None
     records: pd.DataFrame  # ok records in scope: what the analysis uses
     total_records: int
@@ -74,12 +76,13 @@ def load_study(
     from fsv.records import read_records
 
     settings = settings or AnalysisSettings()
-    study_dir = Path(study_dir)
-    if not study_dir.is_dir():
+    remote = "://" in str(study_dir)
+    study_dir = str(study_dir).rstrip("/") if remote else Path(study_dir)
+    if not remote and not study_dir.is_dir():
         raise TrustError(f"no study folder at {study_dir}")
     records = _read(study_dir, read_records)
     if records.empty:
-        raise TrustError(f"no records under {study_dir / 'records'}: nothing to analyse")
+        raise TrustError(f"no records under {study_dir}/records: nothing to analyse")
     check_columns(records, study_dir)
     _refuse_mixed(records, "fsv_version", "fsv versions", "re-run the study's cells with one fsv version")
     _refuse_mixed(records, "study", "studies", "keep one study per folder")
@@ -88,8 +91,9 @@ def load_study(
     return _assess(study_dir, records, cells, notes, allow_partial, settings)
 
 
-def _read(study_dir: Path, read_records) -> pd.DataFrame:
-    """All records; a file that does not fit fsv.records.SCHEMA is refused by name."""
+def _read(study_dir: str | Path, read_records) -> pd.DataFrame:
+    """All records; a file that does not fit fsv.records.SCHEMA is refused by name (a remote study's
+    damaged files are named by `fsv.records.read_records` itself)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -98,7 +102,7 @@ def _read(study_dir: Path, read_records) -> pd.DataFrame:
     try:
         return read_records(study_dir)
     except (pa.ArrowException, OSError, ValueError) as error:
-        for path in sorted((study_dir / "records").glob("*.parquet")):
+        for path in sorted(Path(study_dir, "records").glob("*.parquet")) if isinstance(study_dir, Path) else []:
             try:
                 table = pq.read_table(path)
                 wanted = pa.schema([SCHEMA.field(name) for name in table.column_names if name in SCHEMA.names])
@@ -106,16 +110,18 @@ def _read(study_dir: Path, read_records) -> pd.DataFrame:
             except (pa.ArrowException, OSError, ValueError) as bad:
                 raise TrustError(f"{path} cannot be read as an fsv record ({bad}); "
                                  "write records with fsv.records.SCHEMA") from None
-        raise TrustError(f"the records under {study_dir / 'records'} cannot be read together ({error})") from None
+        raise TrustError(f"the records under {study_dir}/records cannot be read together ({error})") from None
 
 
-def read_cells(study_dir: Path, records: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]:
-    path = study_dir / "cells.json"
-    if not path.exists():
+def read_cells(study_dir: str | Path, records: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]:
+    from fsv.records import read_text
+
+    path, text = f"{study_dir}/cells.json", read_text(study_dir, "cells.json")
+    if text is None:
         return None, [f"{path} is absent: the records were trusted as the whole study "
                       "(missing cells cannot be detected)."]
     try:
-        listing = json.loads(path.read_text())
+        listing = json.loads(text)
         cells = pd.DataFrame(listing["cells"])
         cells["cell_id"]  # every cell needs an id
     except (ValueError, KeyError, TypeError) as error:
@@ -190,7 +196,7 @@ def describe_cells(cells: pd.DataFrame, total: bool = True, errors: bool = False
     return f"{len(cells)} ({by_group}), e.g. " + ", ".join(examples) + more
 
 
-def _incomplete_message(study_dir: Path, missing: pd.DataFrame, failed: pd.DataFrame) -> str:
+def _incomplete_message(study_dir: str | Path, missing: pd.DataFrame, failed: pd.DataFrame) -> str:
     parts = []
     if len(missing):
         parts.append(f"missing cells (listed in cells.json, no record): {describe_cells(missing)}")

@@ -209,14 +209,23 @@ def _set_aside_notes(records: pd.DataFrame, description: str) -> list[str]:
 def analyze(
     study_dir, out=None, allow_partial: bool = False, seed: int = 0,
     settings: AnalysisSettings | dict | None = None,
-) -> Path:
-    """Analyse the stored records of one study; write fits.json, tables, figures, report.md; return OUT."""
-    from analysis import figures, report, results
+) -> Path | str:
+    """Analyse the stored records of one study (a folder or an s3:// / gs:// URI, read where it
+    lies); write fits.json, tables, figures, report.md under OUT (default STUDY/analysis, uploaded
+    there for a remote study); return OUT."""
+    from fsv.records import analysis_output
 
     started = time.perf_counter()
     settings = coerce_settings(settings)
     study = load_study(study_dir, allow_partial=allow_partial, settings=settings)
-    out = Path(out) if out is not None else Path(study_dir) / "analysis"
+    with analysis_output(study_dir, out) as dest:
+        _write_outputs(dest, study, settings, seed, started)
+    return dest if out is not None or "://" not in str(study_dir) else f"{str(study_dir).rstrip('/')}/analysis"
+
+
+def _write_outputs(out: Path, study, settings: AnalysisSettings, seed: int, started: float) -> None:
+    from analysis import figures, report, results
+
     (out / "tables").mkdir(parents=True, exist_ok=True)
     measures = measure_study(study.records, settings, seed)
     document = results.fits_document(study, measures, settings, seed)
@@ -229,4 +238,3 @@ def analyze(
     drawn = figures.draw_all(measures, out / "figures", settings)
     report.write_report(out / "report.md", study, measures, document, tables, drawn, settings,
                         wall_s=time.perf_counter() - started)
-    return out

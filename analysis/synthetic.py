@@ -218,15 +218,15 @@ def cells_listing(spec: SyntheticSpec, records: list[dict]) -> dict:
 
 
 def write_synthetic_study(study_dir: str | Path, spec: SyntheticSpec | None = None, seed: int = 0) -> dict:
-    """Write records/*.parquet and cells.json under study_dir; return the planted truth."""
-    from fsv.records import write_record
+    """Write records/*.parquet and cells.json under study_dir (a folder or an s3:// / gs:// URI);
+    return the planted truth."""
+    from fsv.records import write_record, write_text
 
     spec = spec or SyntheticSpec()
-    study_dir = Path(study_dir)
     records = synthetic_records(spec, seed)
     for record in records:
         write_record(study_dir, record)
-    (study_dir / "cells.json").write_text(json.dumps(cells_listing(spec, records), indent=1))
+    write_text(study_dir, "cells.json", json.dumps(cells_listing(spec, records), indent=1))
     return planted_truth(spec)
 
 

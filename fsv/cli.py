@@ -123,16 +123,13 @@ def analyze(study_dir, out, allow_partial, seed):
     from analysis import TrustError
     from analysis import analyze as run_analysis
 
-    from fsv.records import check_cells_json, local_view, read_records
+    from fsv.records import check_cells_json
 
     check_cells_json(study_dir)  # a cells.json of another study is refused, naming it
-    read_records(study_dir)  # damaged files are refused, named by their path on the study's storage
-    try:
-        with local_view(study_dir) as local:  # s3:// / gs://: a scratch copy; analysis/ is uploaded back
-            path = run_analysis(str(local), out=out, allow_partial=allow_partial, seed=seed)
+    try:  # records read where they lie (s3:// / gs:// too); damaged files are refused by their path there
+        where = run_analysis(study_dir, out=out, allow_partial=allow_partial, seed=seed)
     except TrustError as exc:
         raise FsvError(str(exc)) from None
-    where = path if out or "://" not in study_dir else f"{study_dir.rstrip('/')}/analysis"
     click.echo(f"analysis written to {where}")
 
 

@@ -345,27 +345,16 @@ def ok_cell_ids(study_dir: str | Path) -> set[str]:
 
 
 @contextmanager
-def local_view(study_dir: str | Path):
-    """A local folder with the study's `records/` and `cells.json`, for readers of local files (the
-    analysis): the folder itself, or for `s3://` / `gs://` a scratch copy whose `analysis/`, if one
-    was written into it, is uploaded beside the records on exit."""
-    if "://" not in str(study_dir):
-        yield Path(study_dir)
+def analysis_output(study_dir: str | Path, out: str | Path | None = None):
+    """The local folder the analysis writes into: `out` if given, else STUDY/analysis, or for an
+    `s3://` / `gs://` study a scratch folder uploaded to STUDY/analysis on exit (the analysis reads
+    the records where they lie: `analysis.load.load_study`)."""
+    if out is not None or "://" not in str(study_dir):
+        yield Path(out) if out is not None else Path(study_dir) / "analysis"
         return
     from pyarrow import fs
 
     remote, base = _fs(study_dir)
-    local = fs.LocalFileSystem()
-    with tempfile.TemporaryDirectory(prefix="fsv-study-") as tmp:
-        if remote.get_file_info(f"{base}/records").type == fs.FileType.Directory:
-            from fsv.compaction import read_compacted  # the compacted copy, not one GET per record
-
-            Path(tmp, "records").mkdir()
-            table = pa.Table.from_pandas(read_compacted(study_dir), schema=SCHEMA, preserve_index=False)
-            for i, cell in enumerate(table["cell_id"].to_pylist()):  # a record a file, as fsv writes them
-                pq.write_table(table.slice(i, 1), f"{tmp}/records/{cell}.parquet")
-        if remote.get_file_info(f"{base}/cells.json").type == fs.FileType.File:
-            fs.copy_files(f"{base}/cells.json", f"{tmp}/cells.json", source_filesystem=remote, destination_filesystem=local)
+    with tempfile.TemporaryDirectory(prefix="fsv-analysis-") as tmp:
         yield Path(tmp)
-        if (Path(tmp) / "analysis").is_dir():
-            fs.copy_files(f"{tmp}/analysis", f"{base}/analysis", source_filesystem=local, destination_filesystem=remote)
+        fs.copy_files(tmp, f"{base}/analysis", source_filesystem=fs.LocalFileSystem(), destination_filesystem=remote)

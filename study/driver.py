@@ -19,7 +19,7 @@ from pathlib import Path
 from fsv.config import IN_CONTEXT, StudyConfig, load_study
 from fsv.errors import ConfigError, FsvError
 from fsv.grid import expand, world_of
-from fsv.records import (check_cells_json, list_names, local_view, ok_cell_ids, quarantine_damaged, read_records,
+from fsv.records import (check_cells_json, list_names, ok_cell_ids, quarantine_damaged, read_records,
                          write_record, write_text)
 from study.lease import hold as hold_lease
 from study.progress import PretrainProgress, Progress
@@ -456,8 +456,7 @@ def _analyze(root: str, allow_partial: bool) -> None:
     from analysis import analyze
 
     try:
-        with local_view(root) as local:  # a scratch copy of remote records; analysis/ goes back up
-            analyze(str(local), allow_partial=allow_partial)
+        analyze(root, allow_partial=allow_partial)  # remote records are read where they lie
         Progress.say(f"analysis: {root}/analysis/report.md, figures in {root}/analysis/figures")
     except FsvError as exc:
         Progress.say(f"analysis refused: {exc}")

@@ -5,7 +5,9 @@ the cells without an `ok` record; a bucket that does not exist is refused before
 
 from __future__ import annotations
 
+import json
 import socket
+import tempfile
 import subprocess
 import sys
 import time
@@ -67,23 +69,29 @@ def test_a_bucket_that_does_not_exist_is_refused_before_launch(s3, monkeypatch):
     assert err.value.field == "--storage" and err.value.value == "s3://no-such-bucket/studies"
 
 
-def test_analysis_reads_a_local_copy_of_s3_records_and_its_output_goes_back(s3, monkeypatch):
-    from fsv.records import local_view, read_records, write_record, write_text
+def test_analysis_reads_s3_records_where_they_lie_and_its_output_goes_back(s3, monkeypatch, tmp_path):
+    """No local copy of the records: the analysis of an s3:// study equals that of the same records
+    in a local folder, and its report, tables and fits land beside the records on S3."""
+    from analysis import AnalysisSettings, analyze
+    from analysis.synthetic import SyntheticSpec, write_synthetic_study
 
     for key, value in s3.items():
         monkeypatch.setenv(key, value)
-    study = f"s3://{BUCKET}/views/v"
-    for i in range(3):
-        write_record(study, {"cell_id": f"c{i}", "study": "v", "status": "ok", "accuracy": i / 4})
-    write_text(study, "cells.json", '{"cells": []}')
-    with local_view(study) as local:
-        assert sorted(read_records(local).cell_id) == ["c0", "c1", "c2"]  # read through the compacted copy, a file each
-        assert read_records(local).accuracy.sum() == pytest.approx(0.75)
-        (local / "analysis" / "figures").mkdir(parents=True)
-        (local / "analysis" / "report.md").write_text("# report\n")
-        (local / "analysis" / "figures" / "a.png").write_bytes(b"png")
-    assert _names(s3, f"{BUCKET}/views/v/analysis") == ["figures", "report.md"]
-    assert not local.exists()
+    spec = SyntheticSpec(models=("tiny", "small", "medium"), params=(50_000, 400_000, 3_200_000),
+                         strengths=(0.04, 0.07, 0.12), ks=(0, 1, 4), ns=(4, 16, 64), seeds=(0, 1), tasks=("t",),
+                         descriptions=False)
+    study, local = f"s3://{BUCKET}/views/v", tmp_path / "v"
+    for where in (study, local):
+        write_synthetic_study(where, spec)
+    settings = AnalysisSettings(bootstrap_resamples=30, figures=False)
+    assert analyze(study, settings=settings) == f"{study}/analysis"
+    analyze(local, settings=settings)
+    assert {"fits.json", "report.md", "tables"} <= set(_names(s3, f"{BUCKET}/views/v/analysis"))
+    bucket = _bucket(s3)
+    remote_fits = json.loads(bucket.open_input_stream(f"{BUCKET}/views/v/analysis/fits.json").read())
+    local_fits = json.loads((local / "analysis" / "fits.json").read_text())
+    assert remote_fits["law"] == local_fits["law"] and remote_fits["records"] == local_fits["records"]
+    assert not list(Path(tempfile.gettempdir()).glob("fsv-analysis-*"))  # the scratch output is gone
 
 
 @pytest.mark.slow

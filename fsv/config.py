@@ -270,6 +270,9 @@ class SearchSection(Strict):
                                                "at the smaller n levels (a selection trial reports after each)")
     widen: int = Field(1, ge=0, le=4, description="rounds of widening: a selection on the edge of a learning-rate "
                        "list adds the next value beyond it (x3) and runs again (grid only)")
+    widen_steps: int = Field(0, ge=0, le=4, description="rounds of widening the training length: a selection at "
+                             "the longest length its trial ran runs that configuration again, twice as long (grid "
+                             "only; each round can double a group's longest trials)")
 
     @model_validator(mode="after")
     def _samples_fit_method(self):

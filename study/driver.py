@@ -192,8 +192,9 @@ def is_trial(cell: dict) -> bool:
 def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: list[dict], address, verbose,
                         store=None) -> list[dict]:
     """Run the trials, then derive the scored training records; a grid whose choice sits on its edge
-    runs its widened trials and is scored again (at most `search.widen` rounds)."""
-    for _ in range(study.search.widen + 1):
+    runs its widened trials and is scored again (rates and lengths: at most `search.widen` +
+    `search.widen_steps` rounds, a longer run of a rate the previous round added included)."""
+    for _ in range(study.search.widen + study.search.widen_steps + 1):
         for group in trial_groups(todo):
             _run_trials(study, root, group, verbose, store)
         searches = pending(root, cells)
@@ -206,7 +207,7 @@ def _trials_then_scores(study: StudyConfig, root: str, cells: list[dict], todo: 
         todo = measure_groups(study, root, cells)
         if not todo:
             break
-        Progress.say(f"widening: {len(todo)} selection trial(s) beyond the edge of their learning rates")
+        Progress.say(f"widening: {len(todo)} selection trial(s) beyond the edge of their rates or lengths")
         cells = cells + todo
         _write_cells(root, study, cells)
         connect(address, verbose)

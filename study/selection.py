@@ -5,8 +5,9 @@ A group (one model instance, regime, task and axes) is measured once every one o
 trials has an `ok` record. Its scored records are derived from those records alone
 (`fsv.search.select`), so re-running this after a resume writes the same records again. With
 `search.method: grid`, a group whose chosen learning rate lies on the edge of the rates explored
-gets the next rate beyond it (x3 or /3, `search.widen` rounds at most) as new selection trials,
-and is measured only when those have run.
+gets the next rate beyond it (x3 or /3, `search.widen` rounds at most) as new selection trials, and
+one whose choice is the longest length its trial ran gets that trial again, twice as long
+(`search.widen_steps` rounds at most); the group is measured only when those have run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from fsv.config import StudyConfig
 from fsv.grid import cell_id
 from fsv.records import read_records, write_record
-from fsv.search.select import choose, for_fold, scored_fields, trials_by_group, widened_points
+from fsv.search.select import choose, for_fold, longer_runs, scored_fields, trials_by_group, widened_points
 
 
 def known_cells(cells: list[dict], records) -> list[dict]:
@@ -101,7 +102,8 @@ def _widen(study: StudyConfig, section, done, scored: list[dict], existing: set)
         cell["cell_id"] = cell_id(cell)
         if cell["cell_id"] not in existing:
             new.append(cell)
-    return new
+    longer = longer_runs(done, scored, list(section.steps), study.search.widen_steps)
+    return new + [cell for cell in longer if cell["cell_id"] not in existing]
 
 
 def _scored_record(study: StudyConfig, cell: dict, section, trials, facts: dict, base_record) -> dict:
@@ -109,7 +111,8 @@ def _scored_record(study: StudyConfig, cell: dict, section, trials, facts: dict,
     the facts of the selection trial they came from (parameters, device, the objective's chance)."""
     trial, length, val_acc = choose(trials, cell["n"], cell["fold"])
     record = base_record(cell, study.name)
-    fields = scored_fields(cell, trial, length, val_acc, section.spaces(), list(section.steps), trials)
+    lengths = sorted({row["steps"] for t in trials for row in t.rows} | set(section.steps))  # widened runs too
+    fields = scored_fields(cell, trial, length, val_acc, section.spaces(), lengths, trials)
     source = facts[trial.cell_id]
     params = int(source["model_params"])
     record.update(fields, phase="measure", model_params=params, train_examples=cell["n"] * (cell.get("tasks_trained") or 1),

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from fsv.config import parse_study
-from fsv.grid import expand
+from fsv.grid import cell_id, expand
 from fsv.regimes.training import curve_fields, draw_examples, fold_of
-from fsv.search.select import Trial, choose, is_scored, is_validation, widened_points
+from fsv.search.select import Trial, choose, is_scored, is_validation, longer_runs, widened_points
 from fsv.search.space import edges, grid_points
 from fsv.world import World, preset
 
@@ -99,6 +99,30 @@ def test_edges_and_widening():
     assert widened_points(spaces, trials, [{"lr": 1e-3}], rounds_left=1) == []
     wider = trials + [Trial("w", {"lr": 0.03, "weight_decay": 0.0}, [])]
     assert widened_points(spaces, wider, [{"lr": 0.03}], rounds_left=1) == []  # one round beyond the list, no more
+
+
+def test_a_choice_at_the_longest_length_runs_that_trial_again_twice_as_long():
+    def rows(best_at: int, lengths: list[int], top: float) -> list[dict]:  # validation rows (f1) for scored fold f0
+        return [{"n": 4, "seed": 0, "fold": "f1", "split": "test", "task": "t", "steps": L,
+                 "accuracy": top if L == best_at else 0.5} for L in lengths]
+
+    def trial(cid: str | None, lr: float, best_at: int, lengths: list[int], top: float = 0.6):
+        cell = {"group": "g", "phase": "select", "hparams": {"lr": lr}, "settings": {"steps": lengths}}
+        cell["cell_id"] = cid or cell_id(cell)
+        return cell, Trial(cell["cell_id"], {"lr": lr}, rows(best_at, lengths, top))
+
+    scored = [{"n": 4, "seed": 0, "fold": "f0"}]
+    done = [trial("a", 1e-3, 8, [4, 8]), trial("b", 1e-2, 4, [4, 8])]
+    (longer,) = longer_runs(done, scored, [4, 8], rounds_left=1)
+    assert longer["settings"]["steps"] == [4, 8, 16] and longer["hparams"] == {"lr": 1e-3}
+    assert longer["group"] == "g" and longer["cell_id"] not in {"a", "b"}
+    assert longer_runs(done, scored, [4, 8], rounds_left=0) == []
+    inside = [trial("a", 1e-3, 4, [4, 8]), trial("b", 1e-2, 4, [4, 8])]
+    assert longer_runs(inside, scored, [4, 8], rounds_left=1) == []  # the best lies inside: nothing to run
+    assert longer_runs(done + [trial(None, 1e-3, 16, [4, 8, 16])], scored, [4, 8], rounds_left=1) == []  # run already
+    widened = done + [trial(None, 1e-3, 16, [4, 8, 16], top=0.7)]  # better still at its own longest length
+    assert longer_runs(widened, scored, [4, 8], rounds_left=1) == []  # one doubling beyond the list, no more
+    assert longer_runs(widened, scored, [4, 8], rounds_left=2)[0]["settings"]["steps"] == [4, 8, 16, 32]
 
 
 def test_the_grid_lists_selection_trials_and_the_scored_cells_they_become():

@@ -1,5 +1,6 @@
 """The hyperparameter search end to end through the driver, on a real local Ray cluster: a grid's
-selection trials (one widened beyond the edge of its rates) become scored records whose chosen
+selection trials (widened beyond the edge of their rates, and run longer where the choice was their
+longest length) become scored records whose chosen
 configuration is the best on validation, never on their own tasks; an adaptive search (random
 sampling with ASHA) runs through Ray Tune's own searcher and scheduler; a re-run derives nothing
 new and starts no trial."""
@@ -43,14 +44,19 @@ def _validation_score(select: pd.DataFrame, n: int, fold: str) -> dict:
 
 
 def test_grid_search_selects_on_validation_and_widens_its_edge(tmp_path, ray_cluster, tiny_model):
-    path = _study(tmp_path, "grid", {"method": "grid", "widen": 1}, {"sft": {**SFT, "lr": [1e-3, 3e-3]}})
+    path = _study(tmp_path, "grid", {"method": "grid", "widen": 1, "widen_steps": 1}, {"sft": {**SFT, "lr": [1e-3, 3e-3]}})
     summary = run_study(path, str(tmp_path / "results"))
     frame = pd.read_parquet(tmp_path / "results" / "grid" / "records")
     assert summary["failed"] == 0 and summary["missing"] == 0, frame.error.dropna().tolist()[:1]
     select, scored = frame[frame.phase == "select"], frame[frame.phase == "measure"]
-    lrs = sorted(json.loads(h)["lr"] for h in select.hparams)  # with two rates, every choice is on an edge:
-    extra = set(lrs) - {1e-3, 3e-3}                               # the next rate beyond it runs too, once
+    lengths = {row.cell_id: json.loads(row.config)["settings"]["steps"] for row in select.itertuples()}
+    rate = {row.cell_id: json.loads(row.hparams)["lr"] for row in select.itertuples()}
+    short = [c for c in lengths if lengths[c] == [2, 4]]
+    lrs = sorted(rate[c] for c in short)  # with two rates, every choice is on an edge:
+    extra = set(lrs) - {1e-3, 3e-3}        # the next rate beyond it runs too, once
     assert {1e-3, 3e-3} <= set(lrs) and extra and extra <= {3.33e-4, 9e-3} and len(lrs) == 2 + len(extra)
+    longer = {rate[c] for c in lengths if lengths[c] == [2, 4, 8]}  # a choice at 4 steps ran again, 8 long
+    assert longer <= set(lrs) and len(longer) == len(lengths) - len(short)
     assert len(scored) == 2 * 2 * 2  # n x seeds x folds
     world = World(preset(WORLD["preset"], seed=WORLD["seed"]))
     for rec in scored.itertuples():
@@ -60,7 +66,11 @@ def test_grid_search_selects_on_validation_and_widens_its_edge(tmp_path, ray_clu
         assert selection["val_accuracy"] == pytest.approx(max(scores.values()))
         own = {t.name for t in world.heldout_tasks if fold_of(t) == rec.fold}
         assert own.isdisjoint(json.loads(rec.selected_on)) and set(json.loads(rec.task_accuracy)) == own
-        assert json.loads(rec.hparams)["steps"] in (2, 4) and rec.n_distinct == rec.n
+        chosen = json.loads(rec.hparams)
+        assert chosen["steps"] in lengths[selection["trial"]] and rec.n_distinct == rec.n
+        if chosen["steps"] == 4 and lengths[selection["trial"]] == [2, 4]:  # the longest of its run: run longer
+            assert chosen["lr"] in longer
+        assert ("steps" in selection["on_edge"]) == (chosen["steps"] in (2, 8))
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "grid" / "records").glob("*.parquet")}
     again = run_study(path, str(tmp_path / "results"))
     assert again["ok"] == summary["ok"]

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from study.progress import CostModel, Progress, guess
+from study.progress import CostModel, Progress, adaptations, guess
 
 TRAIN = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0}
 
@@ -26,6 +26,16 @@ def test_measured_cells_correct_their_kind_and_their_family():
     assert costs.cost(other) == pytest.approx(guess(other) * 40.0 / guess(training(0)))
     # a family with nothing measured yet goes at the pace the machine showed on the others
     assert costs.cost(in_context(0)) == pytest.approx(guess(in_context(0)) * 40.0 / guess(training(0)))
+
+
+def test_a_multi_task_regime_adapts_one_model_per_n_and_seed_not_per_task():
+    world = {"preset": "quick", "seed": 0}
+    sft = {**training(0), "world": world}
+    tuned = {**training(1), "regime": "instruction_tuning", "tasks_trained": 32, "world": world}
+    rlhf = {**training(2), "regime": "rlhf", "world": world}
+    assert adaptations(sft) == 2 * 1 * 8  # n levels x seeds x held-out tasks
+    assert adaptations(tuned) == adaptations(rlhf) == 2 * 1  # one model per (n, seed), on all its tasks
+    assert adaptations(training(3)) == 2  # a text task: one task
 
 
 def test_eta_counts_the_training_cells_left_after_quick_in_context_cells():

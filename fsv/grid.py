@@ -7,6 +7,7 @@ a timestamp, so the same study always yields the same ids and a re-run finds its
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -28,7 +29,15 @@ def cell_id(cell: dict) -> str:
 
 
 def world_of(study: StudyConfig) -> World:
-    return World(preset(study.world.preset, seed=study.world.seed))
+    """The study's world, built once per (preset, seed) in a process: expanding a grid asks for its
+    folds per training group, and building the hard world each time made `fsv validate
+    study/paper.yaml` take 45 s (29 341 worlds)."""
+    return _world(study.world.preset, study.world.seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _world(name: str, seed: int) -> World:
+    return World(preset(name, seed=seed))
 
 
 def check_study(study: StudyConfig, source: str | None = None) -> None:

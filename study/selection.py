@@ -92,7 +92,8 @@ def _scored_by_group(cells: list[dict]) -> dict[str, list[dict]]:
 def _widen(study: StudyConfig, section, done, scored: list[dict], existing: set) -> list[dict]:
     if study.search.method != "grid":
         return []
-    chosen = [choose(for_fold(done, c["fold"]), c["n"], c["fold"])[0].hparams for c in scored]
+    choices = [choose(for_fold(done, c["fold"]), c["n"], c["fold"])[:2] for c in scored]  # (trial, length)
+    chosen = [trial.hparams for trial, _ in choices]
     template = next(cell for cell, _ in done if cell.get("phase") == "select")
     spaces = section.spaces()
     trials = [t for _, t in done]
@@ -102,7 +103,7 @@ def _widen(study: StudyConfig, section, done, scored: list[dict], existing: set)
         cell["cell_id"] = cell_id(cell)
         if cell["cell_id"] not in existing:
             new.append(cell)
-    longer = longer_runs(done, scored, list(section.steps), study.search.widen_steps)
+    longer = longer_runs(done, choices, list(section.steps), study.search.widen_steps)
     return new + [cell for cell in longer if cell["cell_id"] not in existing]
 
 

@@ -11,7 +11,7 @@ import pytest
 from fsv.config import parse_study
 from fsv.grid import cell_id, expand
 from fsv.regimes.training import curve_fields, draw_examples, fold_of
-from fsv.search.select import Trial, choose, is_scored, is_validation, longer_runs, widened_points
+from fsv.search.select import Trial, choose, for_fold, is_scored, is_validation, longer_runs, widened_points
 from fsv.search.space import edges, grid_points
 from fsv.world import World, preset
 
@@ -111,18 +111,21 @@ def test_a_choice_at_the_longest_length_runs_that_trial_again_twice_as_long():
         cell["cell_id"] = cid or cell_id(cell)
         return cell, Trial(cell["cell_id"], {"lr": lr}, rows(best_at, lengths, top))
 
-    scored = [{"n": 4, "seed": 0, "fold": "f0"}]
+    def picks(done):  # the (trial, length) a scored cell of fold f0 at n = 4 chooses, as study/selection asks
+        return [choose(for_fold(done, "f0"), 4, "f0")[:2]]
+
     done = [trial("a", 1e-3, 8, [4, 8]), trial("b", 1e-2, 4, [4, 8])]
-    (longer,) = longer_runs(done, scored, [4, 8], rounds_left=1)
+    (longer,) = longer_runs(done, picks(done), [4, 8], rounds_left=1)
     assert longer["settings"]["steps"] == [4, 8, 16] and longer["hparams"] == {"lr": 1e-3}
     assert longer["group"] == "g" and longer["cell_id"] not in {"a", "b"}
-    assert longer_runs(done, scored, [4, 8], rounds_left=0) == []
+    assert longer_runs(done, picks(done), [4, 8], rounds_left=0) == []
     inside = [trial("a", 1e-3, 4, [4, 8]), trial("b", 1e-2, 4, [4, 8])]
-    assert longer_runs(inside, scored, [4, 8], rounds_left=1) == []  # the best lies inside: nothing to run
-    assert longer_runs(done + [trial(None, 1e-3, 16, [4, 8, 16])], scored, [4, 8], rounds_left=1) == []  # run already
+    assert longer_runs(inside, picks(inside), [4, 8], rounds_left=1) == []  # the best lies inside: nothing to run
+    ran = done + [trial(None, 1e-3, 16, [4, 8, 16])]  # the longer run exists; a at 8 still ties it and wins
+    assert longer_runs(ran, picks(ran), [4, 8], rounds_left=1) == []  # run already
     widened = done + [trial(None, 1e-3, 16, [4, 8, 16], top=0.7)]  # better still at its own longest length
-    assert longer_runs(widened, scored, [4, 8], rounds_left=1) == []  # one doubling beyond the list, no more
-    assert longer_runs(widened, scored, [4, 8], rounds_left=2)[0]["settings"]["steps"] == [4, 8, 16, 32]
+    assert longer_runs(widened, picks(widened), [4, 8], rounds_left=1) == []  # one doubling beyond the list, no more
+    assert longer_runs(widened, picks(widened), [4, 8], rounds_left=2)[0]["settings"]["steps"] == [4, 8, 16, 32]
 
 
 def test_the_grid_lists_selection_trials_and_the_scored_cells_they_become():

@@ -124,17 +124,17 @@ def widened_points(spaces: dict, trials: list[Trial], chosen: list[dict], rounds
     return [p for lr in sorted(new) for p in grid_points({**spaces, "lr": [float(f"{lr:.3g}")]})]
 
 
-def longer_runs(done: list[tuple[dict, Trial]], scored: list[dict], listed: list[int], rounds_left: int) -> list[dict]:
-    """Grid search only: where a scored cell's choice is the longest length its trial ran, that trial's
-    cell again with its lengths and one doubling more (lengths are read from one run, so a longer
-    budget is a new run); at most `rounds_left` doublings beyond the study's own lengths (`listed`).
-    New cells keep their group; their ids differ by their lengths."""
+def longer_runs(done: list[tuple[dict, Trial]], choices: list[tuple[Trial, int]], listed: list[int],
+                rounds_left: int) -> list[dict]:
+    """Grid search only: where a choice (trial, length) of a scored cell is the longest length its
+    trial ran, that trial's cell again with its lengths and one doubling more (lengths are read from
+    one run, so a longer budget is a new run); at most `rounds_left` doublings beyond the study's own
+    lengths (`listed`). New cells keep their group; their ids differ by their lengths."""
     from fsv.grid import cell_id
 
     cells = {t.cell_id: c for c, t in done}
     new: dict[str, dict] = {}
-    for scored_cell in scored:
-        trial, length, _ = choose(for_fold(done, scored_cell["fold"]), scored_cell["n"], scored_cell["fold"])
+    for trial, length in choices:
         cell = cells[trial.cell_id]
         lengths = sorted(cell["settings"]["steps"])
         if length != lengths[-1] or sum(L > max(listed) for L in lengths) >= rounds_left:

@@ -278,8 +278,9 @@ def search_cells(study: StudyConfig, base: dict, section, seeds: list[int]) -> l
 def train_settings(study: StudyConfig, model: str, spec) -> dict:
     """The cell's `train` settings with its ZeRO stage and workers placed (`fsv.models.placement`)."""
     chosen = placement(spec.params, study.train, model)
-    settings = {**study.train.model_dump(exclude={"per_model", "gpu_fraction"}), "zero_stage": chosen.zero_stage,
-                "workers": chosen.workers}
+    unset = {"stack"} if study.train.stack is None else set()  # how a trial runs, not what it measures:
+    settings = {**study.train.model_dump(exclude={"per_model", "gpu_fraction", *unset}),  # ids stay as they were
+                "zero_stage": chosen.zero_stage, "workers": chosen.workers}
     if study.train.use_gpu:  # the share of a GPU each worker asks for (CPU studies' ids stay as they were)
         settings["gpu_fraction"] = gpu_fraction(spec.params, study.train, model)
     return settings

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from fsv.train import stacked
+
 
 @dataclass
 class TrainJob:
@@ -108,16 +110,19 @@ def train_loop_per_worker(config: dict) -> None:
     config = {**config, "deepspeed": deepspeed_config(train, micro)}  # loaders partition under ZeRO-3
     module, fn = config["job"].split(":")
     built = getattr(importlib.import_module(module), fn)(config, rank, world_size)
-    jobs = iter([built] if isinstance(built, TrainJob) else built)
+    groups = stacked.groups(iter([built] if isinstance(built, TrainJob) else built), config)
     done, build_s = [], time.time() - t_imported
     with tempfile.TemporaryDirectory() as out:
         while True:
             t_build = time.time()
-            job = next(jobs, None)  # a builder may yield its jobs lazily, one model in memory at a time
+            group = next(groups, None)  # a builder yields its jobs lazily: one group's models in memory
             build_s += time.time() - t_build
-            if job is None:
+            if group is None:
                 break
-            done.append(_train_one(job, config, rank, world_size, os.path.join(out, job.name)))
+            if len(group) == 1:
+                done.append(_train_one(group[0], config, rank, world_size, os.path.join(out, group[0].name)))
+            else:
+                done += stacked.train_stack(group, config, rank, world_size, [os.path.join(out, j.name) for j in group])
         train_s = sum(d["train_s"] for d in done)
         metrics = {
             **done[0]["loaded"], "device": done[0]["device"], "jobs": len(done),
@@ -149,26 +154,26 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
         config=config["deepspeed"], dist_init_required=False,
     )
     t_first = time.time()
-    snapshot = lambda step: _save(engine, job, config, rank, os.path.join(out, "checkpoints", f"step{step}"))  # noqa: E731
+    snapshot = lambda step: _save(engine.module, job, config, rank, os.path.join(out, "checkpoints", f"step{step}"))  # noqa: E731
     curve, tokens, evals = _run_steps(engine, job, config, snapshot, rank)
     for row in evals:
         row["tokens"] *= world_size  # tokens of the whole run up to that length, all ranks
     train_s = time.time() - t_first - sum(e["eval_s"] for e in evals)
-    _save(engine, job, config, rank, out, {"loss": curve, "train_s": train_s, "train_tokens": tokens * world_size, **loaded})
+    _save(engine.module, job, config, rank, out, {"loss": curve, "train_s": train_s, "train_tokens": tokens * world_size, **loaded})
     return {"train_s": train_s, "engine_s": t_first - t_built, "train_tokens": tokens * world_size,
             "final_loss": curve[-1] if curve else float("nan"), "loaded": loaded, "device": str(engine.device),
             "evals": evals}
 
 
-def _save(engine, job: TrainJob, config: dict, rank: int, out: str, curve: dict | None = None) -> None:
+def _save(module, job: TrainJob, config: dict, rank: int, out: str, curve: dict | None = None) -> None:
     """Rank 0 saves the job's weights (gathered from every rank under ZeRO-3) and its loss curve."""
     import deepspeed
 
     stage3 = config["train"]["zero_stage"] == 3
-    with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage3):  # every rank joins
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=stage3):  # every rank joins
         if rank == 0 and job.save is not None:
             os.makedirs(out, exist_ok=True)
-            job.save(engine.module, out)
+            job.save(module, out)
             if curve is not None:
                 with open(os.path.join(out, "train_curve.json"), "w") as f:
                     json.dump(curve, f)
@@ -198,32 +203,33 @@ def _run_steps(engine, job: TrainJob, config: dict, snapshot=None, rank: int = 0
         if step in job.save_at and snapshot is not None:
             snapshot(step)
         if step in job.eval_at and job.evaluate is not None:
-            evals += _evaluate(engine, job, step, curve, tokens)
+            evals += _evaluate(engine.module, job, step, curve, tokens)
         tick(step)
     return curve, tokens, evals
 
 
-def _evaluate(engine, job: TrainJob, step: int, curve: list[float], tokens: int) -> list[dict]:
+def _evaluate(module, job: TrainJob, step: int, curve: list[float], tokens: int) -> list[dict]:
     """The job's measures after `step` steps: a run of that length, read without a second run. Every
     rank evaluates (under ZeRO-3 each forward needs them all); rank 0's rows are the ones kept."""
     import torch
 
     t0 = time.time()
-    engine.module.eval()
+    module.eval()
     with torch.no_grad():
-        rows = job.evaluate(engine.module)
-    engine.module.train()
+        rows = job.evaluate(module)
+    module.train()
     recent = curve[-max(1, len(curve) // 10):]  # the loss over the last tenth of the steps: less noisy than one batch
     spent = time.time() - t0
     return [{**job.tags, **row, "steps": step, "train_loss": sum(recent) / len(recent), "tokens": tokens,
              "eval_s": spent / max(1, len(rows))} for row in rows]
 
 
-def _mean_over_ranks(loss) -> float:
+def _mean_over_ranks(loss, each: bool = False):
+    """The loss averaged over ranks: a float, or a list of floats for a tensor of losses (`each`)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         loss = loss.clone()
         dist.all_reduce(loss)
         loss /= dist.get_world_size()
-    return float(loss)
+    return loss.tolist() if each else float(loss)

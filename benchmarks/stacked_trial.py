@@ -1,0 +1,102 @@
+"""A selection trial's adaptations trained one at a time against the same adaptations trained as one
+stack (`fsv.train.stacked`), in ONE process, under the same DeepSpeed engine settings, from the same
+model, on a trial as the default study runs it (study/quick.yaml: its n levels, seeds, held-out
+tasks and longest length). Reports the training seconds of each path, their ratio, the seconds of
+the whole trial (evaluations included) and the largest difference between the two paths' training
+losses and label log-likelihoods at every evaluation.
+
+    python benchmarks/stacked_trial.py [--models world-xs world-l] [--regimes sft prompt_tuning]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import TRAIN  # noqa: E402
+
+
+def trial_config(study, regime: str, model_path: str, world: dict) -> dict:
+    """The config `fsv.regimes.training.train_cell` gives the worker for `regime`'s first selection
+    trial in `study` (its settings; the rate is the middle of its list)."""
+    section = getattr(study.regimes, regime)
+    rates = section.lr
+    return {"model_path": model_path, "world": world, "seed": 0, "n_levels": list(section.n),
+            "seeds": list(study.seeds), "lengths": list(section.steps), "batch": section.batch,
+            "warmup": section.warmup, "hparams": {"lr": rates[len(rates) // 2]}, "lr": rates[len(rates) // 2],
+            "train": {**TRAIN, "keep_models": False}, "keep_models": False, "task": "world", "method": "full",
+            "layout": "single", "prompt_tokens": 4, "tasks_trained": 32, "max_eval": None}
+
+
+def run_trial(regime: str, config: dict, stack: int | None) -> tuple[float, float, list[dict]]:
+    """(training seconds, whole seconds, evaluation rows) of the trial's jobs through the worker's
+    own grouping: `stack` 1 trains them one at a time, None in stacks of the default size."""
+    import importlib
+
+    from fsv.train import stacked, worker
+
+    config = {**config, "train": {**config["train"], "stack": stack}}
+    config["deepspeed"] = worker.deepspeed_config(config["train"], config["batch"])
+    jobs = importlib.import_module(f"fsv.regimes.{regime}").build_job(config, 0, 1)
+    t0, done, out = time.perf_counter(), [], tempfile.mkdtemp()
+    for group in stacked.groups(iter(jobs), config):
+        if len(group) == 1:
+            done.append(worker._train_one(group[0], config, 0, 1, out))
+        else:
+            done += stacked.train_stack(group, config, 0, 1, [out] * len(group))
+    return sum(d["train_s"] for d in done), time.perf_counter() - t0, [r for d in done for r in d["evals"]]
+
+
+def largest_difference(a: list[dict], b: list[dict], key: str, relative: bool) -> float:
+    diffs = [abs(x[key] - y[key]) / (abs(x[key]) if relative else 1.0) for x, y in zip(a, b, strict=True)]
+    return max(diffs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--study", default="study/quick.yaml")
+    parser.add_argument("--models", nargs="+", default=["world-xs", "world-s", "world-m", "world-l"])
+    parser.add_argument("--regimes", nargs="+", default=["sft", "prompt_tuning", "instruction_tuning"])
+    args = parser.parse_args()
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import torch
+    import torch.distributed as dist
+
+    from fsv.config import load_study
+    from fsv.models.load import pretrain_config
+    from fsv.models.tokenizer import world_tokenizer
+    from fsv.train.pretrain import build
+    from fsv.world import World, WorldConfig, preset
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=0, world_size=1)  # DeepSpeed's engine needs a process group
+    study = load_study(args.study)
+    world = preset(study.world.preset, seed=study.world.seed).model_dump()
+    for name in args.models:
+        path = tempfile.mkdtemp(prefix=f"{name}-")
+        pretrain = study.pretrain.model_dump(exclude={"seeds", "checkpoints"})
+        build(pretrain_config(name, world, pretrain, 0), 0, 1).model.save_pretrained(path)
+        world_tokenizer(World(WorldConfig(**world))).save_pretrained(path)  # an unpretrained model: same cost a step
+        for regime in args.regimes:
+            config = trial_config(study, regime, path, world)
+            one_s, one_wall, one = run_trial(regime, config, stack=1)
+            stack_s, stack_wall, rows = run_trial(regime, config, stack=None)
+            print(json.dumps({
+                "model": name, "regime": regime, "jobs": len({(r["n"], r["seed"], r["task"]) for r in rows}),
+                "steps": max(config["lengths"]), "one_at_a_time_train_s": round(one_s, 2), "stacked_train_s": round(stack_s, 2),
+                "train_ratio": round(one_s / stack_s, 2), "one_at_a_time_trial_s": round(one_wall, 2),
+                "stacked_trial_s": round(stack_wall, 2), "trial_ratio": round(one_wall / stack_wall, 2),
+                "max_rel_loss_diff": float(f"{largest_difference(one, rows, 'train_loss', True):.2g}"),
+                "max_logprob_diff": float(f"{largest_difference(one, rows, 'label_logprob', False):.2g}")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Adaptations trained as one stack (`fsv.train.stacked`) equal the same adaptations trained one at a
+time, on real DeepSpeed engines (ZeRO-0, one gloo rank in this process): every evaluation row
+(training loss, accuracy, label log-likelihood) and every saved model, for full fine-tuning, LoRA,
+soft prompts and instruction tuning on the world, and sft on text tasks with padded batches across
+three HF architectures."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+
+import pytest
+import torch
+from conftest import world_config
+from fixtures_hf import disk_sources, save_tiny_model, task_texts
+
+from safetensors.torch import load_file
+
+TRAIN = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0, "precision": "fp32",
+         "optimizer": "adamw", "weight_decay": 0.01, "grad_clip": 0.5, "keep_models": True}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def process_group():
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def world_model(tmp_path_factory):
+    """An unpretrained world-s (2 layers) saved like a ladder model: the two paths start from it."""
+    from fsv.config import PretrainSection
+    from fsv.models.load import pretrain_config
+    from fsv.models.tokenizer import world_tokenizer
+    from fsv.train.pretrain import build
+    from fsv.world import World, WorldConfig
+
+    path = tmp_path_factory.mktemp("world-s")
+    pretrain = PretrainSection().model_dump(exclude={"seeds", "checkpoints"})
+    build(pretrain_config("world-s", world_config(), pretrain, 0), 0, 1).model.save_pretrained(path)
+    world_tokenizer(World(WorldConfig(**world_config()))).save_pretrained(path)
+    return str(path)
+
+
+def config_for(model_path: str, stack: int | None, world: bool = True, **extra) -> dict:
+    from fsv.train.worker import deepspeed_config
+
+    config = {"model_path": model_path, "world": world_config() if world else None, "seed": 0, "n_levels": [1, 3],
+              "seeds": [0, 1], "lengths": [3, 6], "batch": 4, "warmup": 0.2, "hparams": {"lr": 3e-3, "lora_rank": 4},
+              "lr": 3e-3, "train": {**TRAIN, "stack": stack}, "trust_remote_code": False, "keep_models": True,
+              "task": "world", "method": "full", "layout": "single", "prompt_tokens": 4, "tasks_trained": 4,
+              "max_eval": 8, **extra}
+    config["deepspeed"] = deepspeed_config(config["train"], config["batch"])
+    return config
+
+
+def train(regime: str, config: dict, out) -> tuple[list[dict], list[int]]:
+    """The worker's own grouping and training of a trial's jobs: (evaluation rows, group sizes)."""
+    from fsv.train import stacked, worker
+
+    jobs = importlib.import_module(f"fsv.regimes.{regime}").build_job(config, 0, 1)
+    done, sizes = [], []
+    for group in stacked.groups(iter(jobs), config):
+        sizes.append(len(group))
+        if len(group) == 1:
+            done.append(worker._train_one(group[0], config, 0, 1, str(out / group[0].name)))
+        else:
+            done += stacked.train_stack(group, config, 0, 1, [str(out / job.name) for job in group])
+    return [row for d in done for row in d["evals"]], sizes
+
+
+def assert_same_training(regime: str, one_config: dict, stack_config: dict, tmp_path) -> None:
+    one_rows, one_sizes = train(regime, one_config, tmp_path / "one")
+    rows, sizes = train(regime, stack_config, tmp_path / "stacked")
+    assert set(one_sizes) == {1} and max(sizes) > 1  # the second run really stacked
+    assert len(rows) == len(one_rows) > 0
+    for a, b in zip(one_rows, rows):
+        assert {k: v for k, v in a.items() if not isinstance(v, float)} == {k: v for k, v in b.items() if not isinstance(v, float)}
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["label_logprob"] == pytest.approx(a["label_logprob"], abs=1e-4)
+        assert b["accuracy"] == a["accuracy"]
+    saved = sorted((tmp_path / "one").rglob("*.safetensors"))
+    assert len(saved) == len(one_sizes)  # one model a job
+    for path in saved:
+        one, stacked = load_file(path), load_file(tmp_path / "stacked" / path.relative_to(tmp_path / "one"))
+        assert one.keys() == stacked.keys()
+        diff = torch.cat([(stacked[k] - one[k]).abs().flatten() for k in one])
+        # Adam divides by the root of a gradient's square, so a weight whose gradient is rounding
+        # noise (a key bias: softmax ignores it) moves by a noise-driven fraction of one step in
+        # each path; the weights that learn agree to rounding, and a job saved from another's slice
+        # would differ everywhere
+        assert diff.mean() < 1e-6 and diff.max() < one_config["lr"], path
+
+
+@pytest.mark.parametrize("regime,method", [("sft", "full"), ("sft", "lora"), ("prompt_tuning", "prompt"),
+                                           ("instruction_tuning", "full")])
+def test_a_stack_trains_world_adaptations_as_one_at_a_time_does(regime, method, world_model, tmp_path):
+    assert_same_training(regime, config_for(world_model, 1, method=method), config_for(world_model, None, method=method),
+                         tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])
+def test_a_stack_trains_text_adaptations_with_padded_batches_as_one_at_a_time_does(arch, tmp_path):
+    model = str(save_tiny_model(arch, tmp_path / arch, task_texts()))
+    source = disk_sources(["sst2"], tmp_path / "data")["sst2"]
+    extra = {"task": "sst2", "task_source": source}
+    assert_same_training("sft", config_for(model, 1, world=False, **extra),
+                         config_for(model, 3, world=False, **extra), tmp_path)
+
+
+def test_groups_keep_order_and_split_where_jobs_differ():
+    from fsv.train.stacked import groups
+    from fsv.train.worker import TrainJob
+
+    def job(name, steps=4, **kw):
+        return TrainJob(model=torch.nn.Linear(2, 2), batches=iter(()), steps=steps, save=None, name=name, **kw)
+
+    jobs = [job("a"), job("b"), job("c"), job("d", steps=8), job("e", extra={"loss": None}), job("f"), job("g")]
+    config = {"train": {"zero_stage": 0, "precision": "fp32", "stack": 2}}
+    assert [[j.name for j in g] for g in groups(iter(jobs), config)] == [["a", "b"], ["c"], ["d"], ["e"], ["f", "g"]]
+    assert [len(g) for g in groups(iter(jobs[:3]), {"train": {**config["train"], "zero_stage": 2}})] == [1, 1, 1]
+
+
+def test_clipping_is_per_job_as_clip_grad_norm_clips_one():
+    from fsv.train.stacked import clip_per_job
+
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.zeros(3, 4, 5)), torch.nn.Parameter(torch.zeros(3, 5))]
+    for w, scale in zip(weights, (1.0, 0.01)):
+        w.grad = torch.randn_like(w) * scale
+    expected = []
+    for i in range(3):
+        alone = [torch.nn.Parameter(torch.zeros_like(w[i])) for w in weights]
+        for a, w in zip(alone, weights):
+            a.grad = w.grad[i].clone()
+        torch.nn.utils.clip_grad_norm_(alone, 0.5)
+        expected.append([a.grad for a in alone])
+    weights[0].grad[1] *= 1e-4  # one job's gradient under the limit: left as it is
+    expected[1][0] = weights[0].grad[1].clone()
+    expected[1][1] = weights[1].grad[1].clone()
+    clip_per_job(weights, 0.5)
+    for i in range(3):
+        for w, e in zip(weights, expected[i]):
+            torch.testing.assert_close(w.grad[i], e)

@@ -156,7 +156,7 @@ def clip_per_job(weights, max_norm: float) -> None:
     grads = [w.grad for w in weights if w.grad is not None]
     if not max_norm or not grads:
         return
-    norms = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()  # one norm per job
+    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)  # one per job
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
@@ -168,7 +168,7 @@ def train_stack(jobs: list, config: dict, rank: int, world_size: int, outs: list
     import deepspeed
 
     from fsv.models.load import partition_stats
-    from fsv.train.worker import _optimizer, _peak_rss_mb, _save, _schedule
+    from fsv.train.worker import _optimizer, _peak_rss_mb, _save, _schedule, skip_lone_allreduce
 
     t_built = time.time()
     loaded = [{**partition_stats(job.model), "build_rss_mb": _peak_rss_mb()} for job in jobs]
@@ -178,6 +178,7 @@ def train_stack(jobs: list, config: dict, rank: int, world_size: int, outs: list
     engine, optimizer, _, _ = deepspeed.initialize(
         model=module, optimizer=optimizer, lr_scheduler=_schedule(optimizer, jobs[0]), config=ds_config,
         dist_init_required=False)
+    skip_lone_allreduce(engine, config, world_size)
     t_first = time.time()
     curves, tokens, evals = _run_stack(engine, module, jobs, config, rank)
     per_job_s = (time.time() - t_first - sum(r["eval_s"] for rows in evals for r in rows)) / len(jobs)

@@ -153,6 +153,7 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
         model=job.model, optimizer=optimizer, lr_scheduler=_schedule(optimizer, job),
         config=config["deepspeed"], dist_init_required=False,
     )
+    skip_lone_allreduce(engine, config, world_size)
     t_first = time.time()
     snapshot = lambda step: _save(engine.module, job, config, rank, os.path.join(out, "checkpoints", f"step{step}"))  # noqa: E731
     curve, tokens, evals = _run_steps(engine, job, config, snapshot, rank)
@@ -163,6 +164,14 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
     return {"train_s": train_s, "engine_s": t_first - t_built, "train_tokens": tokens * world_size,
             "final_loss": curve[-1] if curve else float("nan"), "loaded": loaded, "device": str(engine.device),
             "evals": evals}
+
+
+def skip_lone_allreduce(engine, config: dict, world_size: int) -> None:
+    """One rank under ZeRO-0: DeepSpeed would still flatten every gradient into buckets, all-reduce
+    them over that one rank and copy them back after each backward (a quarter of a stacked world-l
+    step); averaging over one rank changes nothing, so it is skipped."""
+    if world_size == 1 and config["train"]["zero_stage"] == 0:
+        engine.enable_backward_allreduce = False
 
 
 def _save(module, job: TrainJob, config: dict, rank: int, out: str, curve: dict | None = None) -> None:

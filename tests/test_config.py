@@ -82,6 +82,7 @@ BAD = [
     (("seeds", [-1]), ["seeds", ">= 0"]),
     (("train.zero_stage", 4), ["train.zero_stage", "4", "3"]),
     (("train.workers", 0), ["train.workers", "0", "1"]),
+    (("train.stack", 0), ["train.stack", "0", "1"]),
     (("world.preset", "hardest"), ["world.preset", "hardest", "did you mean 'harder'"]),
     (("name", "my study!"), ["name", "my study!", "pattern"]),
     (("name", _DELETE), ["name", "required"]),

@@ -151,3 +151,15 @@ def test_clipping_is_per_job_as_clip_grad_norm_clips_one():
     for i in range(3):
         for w, e in zip(weights, expected[i]):
             torch.testing.assert_close(w.grad[i], e)
+
+
+def test_stack_is_in_a_cell_only_when_a_study_sets_it():
+    """How a trial runs, not what it measures: left unset, cells (and their ids) are as before."""
+    from fsv.config import parse_study
+    from fsv.grid import expand
+
+    study = {"name": "s", "models": ["world-xs"], "regimes": {"sft": {"n": [2]}}}
+    default = [c for c in expand(parse_study(study)) if c["train"] is not None]
+    one_at_a_time = [c for c in expand(parse_study({**study, "train": {"stack": 1}})) if c["train"] is not None]
+    assert default and all("stack" not in c["train"] for c in default)
+    assert all(c["train"]["stack"] == 1 for c in one_at_a_time)

@@ -2,9 +2,10 @@
 
 Everything arrives in `config` (the DeepSpeed settings included); nothing is read from globals. A
 job is named by an import path (`"fsv.train.pretrain:build"`) and returns a `TrainJob`, or several
-named ones (e.g. one adaptation per held-out task): they train one after another in the same
-worker, each in an engine of its own, and each is saved in its own folder of the one checkpoint, so
-Ray Train's fixed cost is paid once per trial, not once per task.
+named ones (e.g. one adaptation per held-out task): they train in the same worker, each saved in
+its own folder of the one checkpoint, so Ray Train's fixed cost is paid once per trial, not once per
+task. Jobs that start from one model and train alike go through one engine together, as a stack
+(`fsv.train.stacked`); any other job trains alone in an engine of its own.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ STACK_FLOATS = 2**25
 def stackable(job, config: dict) -> bool:
     train = config["train"]
     return (train.get("zero_stage") == 0 and train.get("precision") == "fp32" and train.get("stack") != 1
-            and "loss" not in job.extra and not job.save_at)
+            and "loss" not in job.extra and not job.save_at and job.trainable is None)
 
 
 def trainable_names(model) -> list[str]:
@@ -70,8 +70,6 @@ def groups(jobs: Iterator, config: dict) -> Iterator[list]:
                     pending = job
                     break
                 group.append(job)
-        else:
-            pending = None
         yield group
         if pending is None:
             pending = next(jobs, None)

@@ -42,17 +42,13 @@ def run_trial(regime: str, config: dict, stack: int | None) -> tuple[float, floa
     own grouping: `stack` 1 trains them one at a time, None in stacks of the default size."""
     import importlib
 
-    from fsv.train import stacked, worker
+    from fsv.train.worker import deepspeed_config, train_jobs
 
     config = {**config, "train": {**config["train"], "stack": stack}}
-    config["deepspeed"] = worker.deepspeed_config(config["train"], config["batch"])
+    config["deepspeed"] = deepspeed_config(config["train"], config["batch"])
     jobs = importlib.import_module(f"fsv.regimes.{regime}").build_job(config, 0, 1)
-    t0, done, out = time.perf_counter(), [], tempfile.mkdtemp()
-    for group in stacked.groups(iter(jobs), config):
-        if len(group) == 1:
-            done.append(worker._train_one(group[0], config, 0, 1, out))
-        else:
-            done += stacked.train_stack(group, config, 0, 1, [out] * len(group))
+    t0 = time.perf_counter()
+    done, _ = train_jobs(jobs, config, 0, 1, tempfile.mkdtemp())
     return sum(d["train_s"] for d in done), time.perf_counter() - t0, [r for d in done for r in d["evals"]]
 
 

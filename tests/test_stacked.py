@@ -65,16 +65,12 @@ def config_for(model_path: str, stack: int | None, world: bool = True, **extra) 
 
 def train(regime: str, config: dict, out) -> tuple[list[dict], list[int]]:
     """The worker's own grouping and training of a trial's jobs: (evaluation rows, group sizes)."""
-    from fsv.train import stacked, worker
+    from fsv.train import stacked
+    from fsv.train.worker import train_jobs
 
-    jobs = importlib.import_module(f"fsv.regimes.{regime}").build_job(config, 0, 1)
-    done, sizes = [], []
-    for group in stacked.groups(iter(jobs), config):
-        sizes.append(len(group))
-        if len(group) == 1:
-            done.append(worker._train_one(group[0], config, 0, 1, str(out / group[0].name)))
-        else:
-            done += stacked.train_stack(group, config, 0, 1, [str(out / job.name) for job in group])
+    jobs = list(importlib.import_module(f"fsv.regimes.{regime}").build_job(config, 0, 1))
+    sizes = [len(group) for group in stacked.groups(iter(jobs), config)]  # grouping is by the jobs' settings alone
+    done, _ = train_jobs(jobs, config, 0, 1, str(out))
     return [row for d in done for row in d["evals"]], sizes
 
 

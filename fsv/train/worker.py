@@ -111,19 +111,10 @@ def train_loop_per_worker(config: dict) -> None:
     config = {**config, "deepspeed": deepspeed_config(train, micro)}  # loaders partition under ZeRO-3
     module, fn = config["job"].split(":")
     built = getattr(importlib.import_module(module), fn)(config, rank, world_size)
-    groups = stacked.groups(iter([built] if isinstance(built, TrainJob) else built), config)
-    done, build_s = [], time.time() - t_imported
+    build_s = time.time() - t_imported
     with tempfile.TemporaryDirectory() as out:
-        while True:
-            t_build = time.time()
-            group = next(groups, None)  # a builder yields its jobs lazily: one group's models in memory
-            build_s += time.time() - t_build
-            if group is None:
-                break
-            if len(group) == 1:
-                done.append(_train_one(group[0], config, rank, world_size, os.path.join(out, group[0].name)))
-            else:
-                done += stacked.train_stack(group, config, rank, world_size, [os.path.join(out, j.name) for j in group])
+        done, building_s = train_jobs(built, config, rank, world_size, out)
+        build_s += building_s
         train_s = sum(d["train_s"] for d in done)
         metrics = {
             **done[0]["loaded"], "device": done[0]["device"], "jobs": len(done),
@@ -137,6 +128,24 @@ def train_loop_per_worker(config: dict) -> None:
             metrics["evals"] = json.dumps(evals)
         checkpoint = ray.train.Checkpoint.from_directory(out) if rank == 0 else None
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_jobs(built, config: dict, rank: int, world_size: int, out: str) -> tuple[list[dict], float]:
+    """Every job a builder returned, each saved under `out/<its name>`, in groups: a stack
+    (`fsv.train.stacked`) or one job alone. (What `_train_one` returns for each job, the seconds
+    spent building them: a builder yields its jobs lazily, so one group's models are in memory.)"""
+    groups = stacked.groups(iter([built] if isinstance(built, TrainJob) else built), config)
+    done, build_s = [], 0.0
+    while True:
+        t_build = time.time()
+        group = next(groups, None)
+        build_s += time.time() - t_build
+        if group is None:
+            return done, build_s
+        if len(group) == 1:
+            done.append(_train_one(group[0], config, rank, world_size, os.path.join(out, group[0].name)))
+        else:
+            done += stacked.train_stack(group, config, rank, world_size, [os.path.join(out, j.name) for j in group])
 
 
 def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str) -> dict:

@@ -75,7 +75,7 @@ def groups(jobs: Iterator, config: dict) -> Iterator[list]:
             pending = next(jobs, None)
 
 
-class StackedJobs:
+def stacked_module(models: list):
     """The module DeepSpeed wraps for a stack: one parameter per trainable weight of the model,
     stacked over the jobs; `forward` returns each job's loss (a tensor of A).
 
@@ -83,48 +83,46 @@ class StackedJobs:
     the model as a transposed view: the batched matmuls then produce its gradient in that layout, so
     neither autograd nor the fused optimizer copies a transposed tensor each step (those copies were
     a third of a world-l step)."""
+    import torch
 
-    def __new__(cls, models: list):
-        import torch
+    class Stacked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.names = trainable_names(models[0])
+            template = copy.deepcopy(models[0])
+            _eager_attention(template)  # SDPA has no vmap batching rule (it would loop over jobs)
+            self.frozen = {n: p.detach() for n, p in template.named_parameters() if n not in self.names}
+            self._template = [template]  # a list: not registered, its weights are not the stack's
+            linear = {f"{m}.weight" for m, mod in template.named_modules() if isinstance(mod, torch.nn.Linear)}
+            self.transposed = [n in linear for n in self.names]
+            per_model = [dict(m.named_parameters()) for m in models]
+            stacks = [torch.stack([p[n].detach() for p in per_model]) for n in self.names]
+            self.weights = torch.nn.ParameterList(
+                [torch.nn.Parameter((w.transpose(1, 2) if t else w).contiguous().clone())
+                 for w, t in zip(stacks, self.transposed)])
 
-        class Stacked(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.names = trainable_names(models[0])
-                template = copy.deepcopy(models[0])
-                _eager_attention(template)  # SDPA has no vmap batching rule (it would loop over jobs)
-                self.frozen = {n: p.detach() for n, p in template.named_parameters() if n not in self.names}
-                self._template = [template]  # a list: not registered, its weights are not the stack's
-                linear = {f"{m}.weight" for m, mod in template.named_modules() if isinstance(mod, torch.nn.Linear)}
-                self.transposed = [n in linear for n in self.names]
-                per_model = [dict(m.named_parameters()) for m in models]
-                stacks = [torch.stack([p[n].detach() for p in per_model]) for n in self.names]
-                self.weights = torch.nn.ParameterList(
-                    [torch.nn.Parameter((w.transpose(1, 2) if t else w).contiguous().clone())
-                     for w, t in zip(stacks, self.transposed)])
+        def stacked(self) -> list:
+            """Each weight stacked as the model holds it (jobs x out x in for a linear layer)."""
+            return [w.transpose(1, 2) if t else w for w, t in zip(self.weights, self.transposed)]
 
-            def stacked(self) -> list:
-                """Each weight stacked as the model holds it (jobs x out x in for a linear layer)."""
-                return [w.transpose(1, 2) if t else w for w, t in zip(self.weights, self.transposed)]
+        def forward(self, **batch):
+            from torch.func import functional_call, vmap
 
-            def forward(self, **batch):
-                from torch.func import functional_call, vmap
+            template, frozen = self._template[0], self.frozen
 
-                template, frozen = self._template[0], self.frozen
+            def one(weights, inputs):
+                return functional_call(template, (dict(zip(self.names, weights)), frozen), (), inputs).loss
 
-                def one(weights, inputs):
-                    return functional_call(template, (dict(zip(self.names, weights)), frozen), (), inputs).loss
+            return vmap(one)(self.stacked(), batch)
 
-                return vmap(one)(self.stacked(), batch)
+        def write_back(self, index: int, model) -> None:
+            """Copy job `index`'s slice into its own model (to evaluate or save it)."""
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, stacked in zip(self.names, self.stacked()):
+                    params[name].copy_(stacked[index])
 
-            def write_back(self, index: int, model) -> None:
-                """Copy job `index`'s slice into its own model (to evaluate or save it)."""
-                params = dict(model.named_parameters())
-                with torch.no_grad():
-                    for name, stacked in zip(self.names, self.stacked()):
-                        params[name].copy_(stacked[index])
-
-        return Stacked()
+    return Stacked()
 
 
 def _eager_attention(model) -> None:
@@ -170,7 +168,7 @@ def train_stack(jobs: list, config: dict, rank: int, world_size: int, outs: list
 
     t_built = time.time()
     loaded = [{**partition_stats(job.model), "build_rss_mb": _peak_rss_mb()} for job in jobs]
-    module = StackedJobs([job.model for job in jobs])
+    module = stacked_module([job.model for job in jobs])
     optimizer = _optimizer(list(module.weights), config["train"], config["lr"])
     ds_config = {**config["deepspeed"], "gradient_clipping": 0.0}  # clipped per job, not over the stack
     engine, optimizer, _, _ = deepspeed.initialize(

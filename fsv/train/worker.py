@@ -146,6 +146,24 @@ def train_jobs(built, config: dict, rank: int, world_size: int, out: str) -> tup
             done.append(_train_one(group[0], config, rank, world_size, os.path.join(out, group[0].name)))
         else:
             done += stacked.train_stack(group, config, rank, world_size, [os.path.join(out, j.name) for j in group])
+        del group
+        release_memory()
+
+
+def release_memory() -> None:
+    """What a finished group held, freed before the next is built: a DeepSpeed engine and its module
+    hold each other, so without a collection now a world-l stack's weights, gradients and Adam
+    moments (~0.5 GB) lived on beside the next stack's; and glibc keeps freed heap for reuse, so it
+    is handed back (`malloc_trim`), or a training server would hold its largest trial's peak for
+    its whole life (a world-l sft trial: 1.8 GB resident after it, 0.54 GB trimmed)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to hand back this way
+        pass
 
 
 def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str) -> dict:

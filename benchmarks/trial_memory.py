@@ -1,0 +1,88 @@
+"""A training server's memory across trials: the default study's first sft and instruction-tuning
+selection trials on one model (study/quick.yaml; world-l by default, whose stacks are the largest),
+one after the other in one process as a server runs them, with and without
+`fsv.train.worker.release_memory` after each group of jobs (the baseline replaces it by a no-op).
+Each variant runs in a fresh process of the same command, so neither inherits the other's heap.
+Reports, per variant, the peak resident memory (sampled every 20 ms) and the resident memory after
+each trial, with the training seconds beside them.
+
+    python benchmarks/trial_memory.py [--model world-l]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REGIMES = ["sft", "instruction_tuning"]
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+
+
+def one_variant(model: str, release: bool) -> dict:
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29535", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import torch
+    import torch.distributed as dist
+
+    import fsv.train.worker as worker
+    from benchmarks.stacked_trial import run_trial, trial_config
+    from fsv.config import load_study
+    from fsv.models.load import pretrain_config
+    from fsv.models.tokenizer import world_tokenizer
+    from fsv.train.pretrain import build
+    from fsv.world import World, WorldConfig, preset
+
+    if not release:
+        worker.release_memory = lambda: None
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    study = load_study("study/quick.yaml")
+    world = preset(study.world.preset, seed=study.world.seed).model_dump()
+    path = tempfile.mkdtemp(prefix=f"{model}-")
+    build(pretrain_config(model, world, study.pretrain.model_dump(exclude={"seeds", "checkpoints"}), 0), 0, 1).model.save_pretrained(path)
+    world_tokenizer(World(WorldConfig(**world))).save_pretrained(path)
+    peak = [resident_mb()]
+
+    def sample():
+        while True:
+            peak[0] = max(peak[0], resident_mb())
+            time.sleep(0.02)
+
+    threading.Thread(target=sample, daemon=True).start()
+    out = {"model": model, "release_memory": release, "start_mb": round(resident_mb())}
+    for regime in REGIMES:
+        train_s, _, _ = run_trial(regime, trial_config(study, regime, path, world), stack=None)
+        out[f"after_{regime}_mb"], out[f"{regime}_train_s"] = round(resident_mb()), round(train_s, 1)
+    time.sleep(0.05)
+    return {**out, "peak_mb": round(peak[0])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="world-l")
+    parser.add_argument("--variant", choices=["release", "keep"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print("RESULT " + json.dumps(one_variant(args.model, args.variant == "release")), flush=True)
+        return
+    for variant in ("keep", "release"):
+        run = subprocess.run([sys.executable, __file__, "--model", args.model, "--variant", variant],
+                             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+        print(next(line[7:] for line in run.stdout.splitlines() if line.startswith("RESULT ")), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -119,3 +119,24 @@ def test_grpo_changes_the_weights_and_raises_reward(trials, tiny_model, tmp_path
     assert min(reward) > 0.25  # above a uniform guess over the 4 labels, on its training prompts
     policy = tmp_path / "trained" / "n4-s0"
     assert _changed(_state(tiny_model), _state(policy)), "GRPO left every weight as it was"
+
+
+def test_dpo_after_instruction_tuning_starts_from_the_tuned_policy(trials, tiny_model, tmp_path):
+    """The seed's chain: rlhf from the instruction-tuned base. DPO's reference is the policy where it
+    starts, so its first loss is exactly ln 2 (no margin yet); and that start is not the base (the
+    same DPO from the base gives other evaluations at its first length)."""
+    import math
+
+    chain = {**REGIMES["rlhf"], "methods": ["dpo"], "start": "instruction_tuned",
+             "start_hparams": {"lr": 3e-2, "steps": 20, "tasks_trained": 2, "n": 2, "batch": 8}}
+    study = {**STUDY, "regimes": {"rlhf": chain}}
+    chained = {**trials, "rlhf-dpo": next(c for c in expand(parse_study(study)) if c["phase"] == "select")}
+    cell, ctx, fields, rows = _run("rlhf-dpo", chained, tiny_model, tmp_path / "chain")
+    with open(tmp_path / "chain" / "trained" / "n4-s0" / "train_curve.json") as f:
+        losses = json.load(f)["loss"]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-5)
+    assert fields["final_train_loss"] < math.log(2)
+    base_rows = _run("rlhf-dpo", trials, tiny_model, tmp_path / "base")[3]
+    first = min(r["steps"] for r in rows)
+    assert [r["label_logprob"] for r in rows if r["steps"] == first] != pytest.approx(
+        [r["label_logprob"] for r in base_rows if r["steps"] == first], abs=1e-3)

@@ -4,7 +4,8 @@ descriptions -- teaching the model the descriptions humans write.
 Two methods, both trl trainers run under the cell's DeepSpeed config on its Ray Train workers:
 - `dpo`: the annotator sees a prompt (a training task's human-view description and a query) and two
   candidate labels, and prefers the correct one, except with probability `noise`; trl's
-  `DPOTrainer` (with an explicit frozen reference model) learns from the n pairs. Its reward
+  `DPOTrainer` learns from the n pairs, its reference the policy where it starts (log-probabilities
+  computed once before training on one rank; a frozen copy of the model on several). Its reward
   margin is measured on held-out pairs (fresh queries, another draw).
 - `grpo`: the reward is verifiable -- the generated label is the correct one -- so trl's
   `GRPOTrainer` learns from n prompts with no annotator at all (world tasks, whose labels are tokens).
@@ -101,11 +102,23 @@ def trainer_args(config: dict, out: str, micro: int, seed: int):
         lr_scheduler_type="constant_with_warmup", logging_steps=1, save_strategy="no", report_to=[], seed=seed,
         use_cpu=not config["train"]["use_gpu"], bf16=config["train"]["precision"] == "bf16", disable_tqdm=True,
         dataloader_num_workers=0,
+        gradient_checkpointing=False,  # trl's default recomputes every activation in backward; fsv's loop keeps them
         deepspeed=deepspeed_config(config["train"], micro) | {"train_batch_size": "auto"},
     )
     if config["method"] == "grpo":
         return GRPOConfig(**common, beta=0.0, num_generations=4, max_completion_length=1, temperature=1.0)
-    return DPOConfig(**common, beta=hp.get("beta", 0.1))
+    return DPOConfig(**common, beta=hp.get("beta", 0.1), precompute_ref_log_probs=precomputes_reference())
+
+
+def precomputes_reference() -> bool:
+    """Whether trl computes the reference's log-probabilities of every pair once, before training
+    (the policy as it starts), instead of a second model's forward each step: on one rank. Across
+    ranks trl shares them through a cache file of the dataset, which an in-memory dataset keeps in
+    each process's own temporary folder (the other ranks fail to open rank 0's), so several ranks
+    keep the reference model."""
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_world_size() == 1
 
 
 def evaluating_callback(lengths, measures):
@@ -151,6 +164,8 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    from fsv.train.worker import release_memory
+
     torch.set_num_threads(config["train"]["cpus_per_worker"])
     ctx = ray.train.get_context()
     micro = max(1, config["batch"] // ctx.get_world_size())
@@ -163,6 +178,7 @@ def train_loop_per_worker(config: dict) -> None:
                     found, used, loaded = one_policy(config, n, seed, out, micro)
                 finally:  # trl's config registered its DeepSpeed config with transformers: the next cell
                     unset_hf_deepspeed_config()  # a training server runs must not load models by it
+                    release_memory()
                 rows += found
                 tokens.append(used)
         metrics = {"evals": json.dumps(rows), "final_train_loss": float(np.mean([r["train_loss"] for r in rows
@@ -177,10 +193,12 @@ def train_loop_per_worker(config: dict) -> None:
 
 def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[list[dict], int, dict]:
     """Train one (n, seed) policy; its evaluation rows, the tokens it trained on, its partition stats."""
+    from transformers import PrinterCallback
     from trl import DPOTrainer, GRPOTrainer
 
     from fsv.models.load import load_causal_lm, partition_stats
 
+    cache_package_checks()
     args = trainer_args(config, f"{out}/n{n}-s{seed}", micro, seed)
     remote = config.get("trust_remote_code", False)
     policy, tokenizer = load_causal_lm(config["model_path"], trust_remote_code=remote)
@@ -193,12 +211,15 @@ def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[l
                               train_dataset=data, callbacks=[evaluator])
     else:
         data = preference_data(config, n, seed)
-        reference = load_causal_lm(config["model_path"], trust_remote_code=remote)[0]
-        if config.get("start") == "instruction_tuned":
-            reference.load_state_dict(policy.state_dict())  # DPO stays close to where the policy started
+        reference = None  # precomputed: the policy where it starts (the base, or its instruction-tuned self)
+        if not args.precompute_ref_log_probs:
+            reference = load_causal_lm(config["model_path"], trust_remote_code=remote)[0]
+            if config.get("start") == "instruction_tuned":
+                reference.load_state_dict(policy.state_dict())  # DPO stays close to where the policy started
         trainer = DPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tokenizer,
                              train_dataset=data, callbacks=[evaluator],
                              eval_dataset=preference_data(config, 64, seed + 10_000))
+    trainer.remove_callback(PrinterCallback)  # a line of metrics every step in the worker's log
     evaluator.trainer = trainer
     trainer.train()
     margin = trainer.evaluate().get("eval_rewards/margins") if config["method"] == "dpo" else None
@@ -208,6 +229,19 @@ def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[l
     per_step = micro * trainer.args.world_size * example_tokens(data, tokenizer)  # tokens through the policy a step
     rows = [{**r, **tags, "tokens": int(r["steps"] * per_step)} for r in evaluator.rows]
     return rows, int(max(config["lengths"]) * per_step), partition_stats(policy)
+
+
+def cache_package_checks() -> None:
+    """accelerate asks `importlib.metadata` whether peft and deepspeed are installed on every backward
+    and every unwrap of the model (`is_peft_model`, `extract_model_from_parallel`): a fifth of a
+    world-xs DPO step (cProfile, benchmarks/dpo_policy.py). What is installed does not change while a
+    worker runs, so the answers are kept."""
+    import functools
+
+    import accelerate.utils.imports as imports
+
+    if not hasattr(imports._is_package_available, "cache_info"):
+        imports._is_package_available = functools.cache(imports._is_package_available)
 
 
 def keep_policy(trainer, tokenizer, folder: str, loaded: dict) -> None:

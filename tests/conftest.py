@@ -35,6 +35,24 @@ def world_config() -> dict:
 
 
 @pytest.fixture(scope="session")
+def process_group():
+    """One gloo rank in this process for the tests that build DeepSpeed engines in-process: one for
+    the session, as DeepSpeed keeps its groups once made (a second process group is not its own)."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="session")
 def ray_cluster(fsv_cache):
     """A real local Ray cluster, shared by the in-process tests; started after FSV_CACHE is set, so
     its workers look for ladder models where the tests pretrain them."""

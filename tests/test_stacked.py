@@ -1,14 +1,12 @@
 """Adaptations trained as one stack (`fsv.train.stacked`) equal the same adaptations trained one at a
 time, on real DeepSpeed engines (ZeRO-0, one gloo rank in this process): every evaluation row
 (training loss, accuracy, label log-likelihood) and every saved model, for full fine-tuning, LoRA,
-soft prompts and instruction tuning on the world, and sft on text tasks with padded batches across
+soft prompts, instruction tuning and DPO on the world, and sft on text tasks with padded batches across
 three HF architectures."""
 
 from __future__ import annotations
 
 import importlib
-import os
-import socket
 
 import pytest
 import torch
@@ -21,18 +19,7 @@ TRAIN = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0, 
          "optimizer": "adamw", "weight_decay": 0.01, "grad_clip": 0.5, "keep_models": True}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def process_group():
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+pytestmark = pytest.mark.usefixtures("process_group")
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +71,7 @@ def assert_same_training(regime: str, one_config: dict, stack_config: dict, tmp_
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert b["label_logprob"] == pytest.approx(a["label_logprob"], abs=1e-4)
         assert b["accuracy"] == a["accuracy"]
+        assert b.get("reward_margin") == pytest.approx(a.get("reward_margin"), abs=1e-5)
     saved = sorted((tmp_path / "one").rglob("*.safetensors"))
     assert len(saved) == len(one_sizes)  # one model a job
     for path in saved:
@@ -98,10 +86,10 @@ def assert_same_training(regime: str, one_config: dict, stack_config: dict, tmp_
 
 
 @pytest.mark.parametrize("regime,method", [("sft", "full"), ("sft", "lora"), ("prompt_tuning", "prompt"),
-                                           ("instruction_tuning", "full")])
+                                           ("instruction_tuning", "full"), ("dpo", "dpo")])
 def test_a_stack_trains_world_adaptations_as_one_at_a_time_does(regime, method, world_model, tmp_path):
-    assert_same_training(regime, config_for(world_model, 1, method=method), config_for(world_model, None, method=method),
-                         tmp_path)
+    extra = {"method": method, "noise": 0.1, "start": "base"}
+    assert_same_training(regime, config_for(world_model, 1, **extra), config_for(world_model, None, **extra), tmp_path)
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "qwen2", "llama"])
@@ -120,7 +108,7 @@ def test_groups_keep_order_and_split_where_jobs_differ():
     def job(name, steps=4, **kw):
         return TrainJob(model=torch.nn.Linear(2, 2), batches=iter(()), steps=steps, save=None, name=name, **kw)
 
-    jobs = [job("a"), job("b"), job("c"), job("d", steps=8), job("e", extra={"loss": None}), job("f"), job("g")]
+    jobs = [job("a"), job("b"), job("c"), job("d", steps=8), job("e", objective=lambda forward, batch: None), job("f"), job("g")]
     config = {"train": {"zero_stage": 0, "precision": "fp32", "stack": 2}}
     assert [[j.name for j in g] for g in groups(iter(jobs), config)] == [["a", "b"], ["c"], ["d"], ["e"], ["f", "g"]]
     assert [len(g) for g in groups(iter(jobs[:3]), {"train": {**config["train"], "zero_stage": 2}})] == [1, 1, 1]

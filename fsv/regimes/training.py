@@ -56,14 +56,16 @@ def fresh_models(config: dict, load: Callable) -> Callable[[], object]:
     return lambda: copy.deepcopy(base)
 
 
-def adaptations(config: dict, tasks: list, make_job: Callable, evaluate: Callable) -> Iterator[TrainJob]:
+def adaptations(config: dict, tasks: list, make_job: Callable, evaluate: Callable | None) -> Iterator[TrainJob]:
     """One job per (n, seed, task) of the trial, built lazily (one model in memory at a time).
-    `make_job(task, n, seed)` builds it; `evaluate(task)` returns its measures function."""
+    `make_job(task, n, seed)` builds it; `evaluate(task)` returns its measures function (None: the
+    job's own, set by `make_job`)."""
     for n in config["n_levels"]:
         for seed in config["seeds"]:
             for task in tasks:
                 job = make_job(task, n, seed)
-                job.steps, job.eval_at, job.evaluate = max(config["lengths"]), tuple(config["lengths"]), evaluate(task)
+                job.steps, job.eval_at = max(config["lengths"]), tuple(config["lengths"])
+                job.evaluate = evaluate(task) if evaluate is not None else job.evaluate
                 job.lr_schedule, job.warmup = "constant", config.get("warmup", 0.0)
                 job.save = job.save if config.get("keep_models") else None
                 job.name = f"n{n}-s{seed}-{getattr(task, 'name', task)}"

@@ -41,16 +41,16 @@ def build(config: dict, rank: int, world_size: int) -> TrainJob:
         cooldown=config["cooldown"],
         save_at=tuple(config.get("checkpoints", [])),
         tokens_per_batch=lambda b: int(b["input_ids"].numel()),
-        extra={"loss": weighted_label_loss},
+        objective=weighted_label_loss,
     )
 
 
-def weighted_label_loss(engine, batch: dict):
+def weighted_label_loss(forward, batch: dict):
     """Cross-entropy on label tokens, weighted per token (copyable repeats count less, see
     `WorldConfig.repeat_weight`), normalised by the total weight."""
     import torch.nn.functional as F
 
-    logits = engine(input_ids=batch["input_ids"]).logits[:, :-1]
+    logits = forward(input_ids=batch["input_ids"]).logits[:, :-1]
     targets, weights = batch["labels"][:, 1:], batch["weights"][:, 1:]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).clamp(min=0),
                          reduction="none").view_as(weights)

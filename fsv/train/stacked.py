@@ -15,8 +15,9 @@ stacks weights for inference; ensembling libraries share one loss). What stays e
   stack: DeepSpeed's own clipping is off for a stack and `clip_per_job` does it after `backward`;
 - every job is evaluated and saved from its own slice, copied into its own model.
 A stack runs under a DeepSpeed engine like a single job (ZeRO-0, fp32: the stacked tensors are
-ordinary parameters, gradients are averaged over ranks by DeepSpeed); other stages, bf16, custom
-losses and mid-run snapshots train one job at a time as before (`fsv.train.worker._train_one`).
+ordinary parameters, gradients are averaged over ranks by DeepSpeed), with the jobs' own loss
+(`TrainJob.objective`, e.g. DPO's) where they share one; other stages, bf16 and mid-run snapshots
+train one job at a time as before (`fsv.train.worker._train_one`).
 Equal to one-at-a-time training to float rounding (tests/test_stacked.py); measured in
 `benchmarks/stacked_step.py`.
 """
@@ -35,7 +36,7 @@ STACK_FLOATS = 2**25
 def stackable(job, config: dict) -> bool:
     train = config["train"]
     return (train.get("zero_stage") == 0 and train.get("precision") == "fp32" and train.get("stack") != 1
-            and "loss" not in job.extra and not job.save_at and job.trainable is None)
+            and not job.save_at and job.trainable is None)
 
 
 def trainable_names(model) -> list[str]:
@@ -52,7 +53,8 @@ def stack_size(job, config: dict) -> int:
 
 
 def _same_run(a, b) -> bool:
-    return (a.steps, a.eval_at, a.lr_schedule, a.warmup, a.cooldown) == (b.steps, b.eval_at, b.lr_schedule, b.warmup, b.cooldown)
+    return ((a.steps, a.eval_at, a.lr_schedule, a.warmup, a.cooldown) == (b.steps, b.eval_at, b.lr_schedule, b.warmup, b.cooldown)
+            and a.objective is b.objective)
 
 
 def groups(jobs: Iterator, config: dict) -> Iterator[list]:
@@ -75,9 +77,10 @@ def groups(jobs: Iterator, config: dict) -> Iterator[list]:
             pending = next(jobs, None)
 
 
-def stacked_module(models: list):
+def stacked_module(models: list, objective=None):
     """The module DeepSpeed wraps for a stack: one parameter per trainable weight of the model,
-    stacked over the jobs; `forward` returns each job's loss (a tensor of A).
+    stacked over the jobs; `forward` returns each job's loss (a tensor of A): the jobs' shared
+    `objective(forward, batch)` (`TrainJob.objective`), or the model's own loss.
 
     A linear layer's stacked weight is held transposed (jobs x in x out, contiguous) and handed to
     the model as a transposed view: the batched matmuls then produce its gradient in that layout, so
@@ -111,7 +114,9 @@ def stacked_module(models: list):
             template, frozen = self._template[0], self.frozen
 
             def one(weights, inputs):
-                return functional_call(template, (dict(zip(self.names, weights)), frozen), (), inputs).loss
+                params = (dict(zip(self.names, weights)), frozen)
+                forward = lambda **kw: functional_call(template, params, (), kw)  # noqa: E731
+                return objective(forward, inputs) if objective else forward(**inputs).loss
 
             return vmap(one)(self.stacked(), batch)
 
@@ -132,15 +137,18 @@ def _eager_attention(model) -> None:
 
 def stack_batches(batches: list[dict]) -> dict:
     """One step's batches of every job, stacked on a leading axis; text batches of different widths
-    are right-padded (attention mask 0, labels -100), which leaves every real token's loss as it was."""
+    are right-padded (attention mask 0, labels -100), which leaves every real token's loss as it was.
+    A tensor shaped otherwise than the token ids (a sequence's reference log-probability) is stacked
+    as it is."""
     import torch
 
     width = max(b["input_ids"].shape[-1] for b in batches)
     out = {}
     for key in batches[0]:
         fill = -100 if key == "labels" else 0
-        out[key] = torch.stack([torch.nn.functional.pad(b[key], (0, width - b[key].shape[-1]), value=fill)
-                                for b in batches])
+        per_token = [b[key].shape == b["input_ids"].shape for b in batches]
+        out[key] = torch.stack([torch.nn.functional.pad(b[key], (0, width - b[key].shape[-1]), value=fill) if tokens
+                                else b[key] for b, tokens in zip(batches, per_token)])
     return out
 
 
@@ -168,7 +176,7 @@ def train_stack(jobs: list, config: dict, rank: int, world_size: int, outs: list
 
     t_built = time.time()
     loaded = [{**partition_stats(job.model), "build_rss_mb": _peak_rss_mb()} for job in jobs]
-    module = stacked_module([job.model for job in jobs])
+    module = stacked_module([job.model for job in jobs], jobs[0].objective)
     optimizer = _optimizer(list(module.weights), config["train"], config["lr"])
     ds_config = {**config["deepspeed"], "gradient_clipping": 0.0}  # clipped per job, not over the stack
     engine, optimizer, _, _ = deepspeed.initialize(

@@ -32,7 +32,9 @@ class TrainJob:
     lr_schedule: str = "constant"  # "cosine" (decay from the start) or "wsd" (hold, then linear decay)
     warmup: float = 0.0  # share of steps with a linear warm-up, for every schedule
     cooldown: float = 0.2  # share of steps of the linear decay that ends a "wsd" schedule
-    extra: dict = field(default_factory=dict)
+    # the loss of a step: objective(forward, batch), `forward(**inputs)` running the model being
+    # trained (the engine, or a stack's job slice); None: the model's own loss on the batch's labels
+    objective: Callable[[Callable, dict], object] | None = None
     name: str = ""  # the job's folder in the checkpoint when a builder returns several jobs
     evaluate: Callable[[object], list[dict]] | None = None  # rows of measures of the module being trained
     eval_at: tuple[int, ...] = ()  # steps after which `evaluate` runs: training lengths read from one run
@@ -232,7 +234,7 @@ def _run_steps(engine, job: TrainJob, config: dict, snapshot=None, rank: int = 0
     curve, tokens, evals = [], 0, []
     for step, batch in zip(range(1, job.steps + 1), job.batches):
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        loss = job.extra["loss"](engine, batch) if "loss" in job.extra else engine(**batch).loss
+        loss = job.objective(engine, batch) if job.objective else engine(**batch).loss
         engine.backward(loss)
         engine.step()
         curve.append(_mean_over_ranks(loss.detach()))

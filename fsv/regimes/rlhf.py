@@ -1,12 +1,14 @@
 """rlhf: the policy learns from n pieces of simulated human feedback on prompts written with human
 descriptions -- teaching the model the descriptions humans write.
 
-Two methods, both trl trainers run under the cell's DeepSpeed config on its Ray Train workers:
+Two methods, run under the cell's DeepSpeed config on its Ray Train workers:
 - `dpo`: the annotator sees a prompt (a training task's human-view description and a query) and two
-  candidate labels, and prefers the correct one, except with probability `noise`; trl's
-  `DPOTrainer` learns from the n pairs, its reference the policy where it starts (log-probabilities
-  computed once before training on one rank; a frozen copy of the model on several). Its reward
-  margin is measured on held-out pairs (fresh queries, another draw).
+  candidate labels, and prefers the correct one, except with probability `noise`; the policy learns
+  from the n pairs by DPO, its reference the policy where it starts (log-probabilities computed once
+  before training on one rank; a frozen copy of the model on several). Its reward margin is
+  measured on held-out pairs (fresh queries, another draw). Where a stack can run (ZeRO-0, fp32,
+  from the base model) the trial's policies train together through the shared loop with trl's
+  loss (`fsv.regimes.dpo`); otherwise each is trl's `DPOTrainer`.
 - `grpo`: the reward is verifiable -- the generated label is the correct one -- so trl's
   `GRPOTrainer` learns from n prompts with no annotator at all (world tasks, whose labels are tokens).
 On the world the training tasks are the world's; on text they are other text tasks by name
@@ -123,12 +125,14 @@ def precomputes_reference() -> bool:
 
 def evaluating_callback(lengths, measures):
     """A transformers callback collecting the policy's measures after each training length (its
-    `trainer` is set once the trainer exists)."""
+    `trainer` is set once the trainer exists). The model is measured at the step's end; its rows are
+    completed when that step's loss is logged (transformers logs after `on_step_end`), so a row's
+    training loss includes its own step's, as the shared loop's rows do."""
     from transformers import TrainerCallback
 
     class EvaluateAtLengths(TrainerCallback):
         def __init__(self):
-            self.rows, self.trainer = [], None
+            self.rows, self.trainer, self.pending = [], None, None
 
         def on_step_end(self, args, state, control, **kwargs):
             import torch
@@ -138,14 +142,18 @@ def evaluating_callback(lengths, measures):
             model = self.trainer.accelerator.unwrap_model(self.trainer.model)
             model.eval()
             with torch.no_grad():
-                rows = measures(model)
+                self.pending = (state.global_step, measures(model))
             model.train()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.pending is None or "loss" not in (logs or {}):
+                return
+            (step, rows), self.pending = self.pending, None
             losses = [log["loss"] for log in state.log_history if "loss" in log]
-            recent = losses[-max(1, len(losses) // 10):] or [float("nan")]
+            recent = losses[-max(1, len(losses) // 10):]
             rewards = [log["reward"] for log in state.log_history if "reward" in log]
             reward = {"reward": float(np.mean(rewards[-max(1, len(rewards) // 10):]))} if rewards else {}
-            self.rows += [{**row, "steps": state.global_step, "train_loss": float(np.mean(recent)), **reward}
-                          for row in rows]
+            self.rows += [{**row, "steps": step, "train_loss": float(np.mean(recent)), **reward} for row in rows]
 
     return EvaluateAtLengths()
 
@@ -313,9 +321,14 @@ def instruction_tuned(config: dict, policy, n: int, seed: int):
 def run(cell: dict, ctx) -> dict:
     from fsv.regimes.training import selection_fields, train_cell
 
+    from fsv.regimes.dpo import uses_fsv_loop
+
     s = cell["settings"]
-    metrics = train_cell(cell, ctx, loop="fsv.regimes.rlhf:train_loop_per_worker", noise=s["noise"],
-                         start=s["start"], start_hparams=s["start_hparams"], train_tasks=cell.get("train_tasks"))
+    route = {"job": "fsv.regimes.dpo:build_job"} if uses_fsv_loop(cell) else {"loop": "fsv.regimes.rlhf:train_loop_per_worker"}
+    metrics = train_cell(cell, ctx, **route, noise=s["noise"], start=s["start"], start_hparams=s["start_hparams"],
+                         train_tasks=cell.get("train_tasks"))
     fields = selection_fields(cell, metrics, math.log(2) if cell["method"] == "dpo" else float("nan"))
-    margins = [r["reward_margin"] for r in json.loads(metrics["evals"]) if r.get("reward_margin") is not None]
+    longest = max(s["steps"])  # the margin after the longest run (trl's loop measures it only then)
+    margins = [r["reward_margin"] for r in json.loads(metrics["evals"])
+               if r.get("reward_margin") is not None and r["steps"] == longest]
     return {**fields, "method": cell["method"], "reward_margin": float(np.mean(margins)) if margins else None}

@@ -12,6 +12,12 @@ more than `COMPACT_AT` files were read that way, a new part replacing the old on
 (the driver's resume listing and end-of-study summary, and `fsv status`, do this; a reader that
 cannot write, e.g. `fsv status` with read-only credentials, just skips it).
 
+While a study runs, the driver adds a part of the records written since the last one every
+`COMPACT_AT` finished trials (`compact_new`, from `study.compactor`): each file is read once, in
+the background, while trials run, so a resume after the driver dies reads at most the last few
+hundred files one by one, not every file the study wrote. `compact_new` reads only the parts'
+version columns and never rewrites a part; past `MAX_PARTS` parts it merges them into one.
+
 Measured (benchmarks/scale.py, 2 shared cores, moto S3): reading 10^4 one-file records took
 ~67 s locally and ~99 s on S3, 9-14x the time of 10^3, i.e. one GET/open per file; a study of
 10^5 would spend its resume listing in minutes of GETs. With the compacted copy a read is one
@@ -29,6 +35,7 @@ from fsv.records import SCHEMA, _fs
 
 COMPACT = "_compact"
 COMPACT_AT = 500  # files read one by one before a new compacted part is written
+MAX_PARTS = 32  # parts `compact_new` adds before it merges them into one
 VERSION = [("_size", pa.int64()), ("_mtime_ns", pa.int64())]
 
 
@@ -58,25 +65,10 @@ def read_checked(study_dir, refresh: bool = True):
     """(good records as a DataFrame, damaged files): the compacted parts' rows whose files are
     unchanged, and every other file checked (`fsv.records.scan_files`); `refresh`: write a new
     compacted part when many files were read one by one."""
-    from fsv.records import scan_files
-
     filesystem, base = _fs(study_dir)
     files = _listing(filesystem, base)
-    kept, covered = [], set()
-    for part in _parts(filesystem, base):
-        try:
-            table = pq.read_table(part, filesystem=filesystem)
-        except (OSError, pa.ArrowInvalid):  # replaced meanwhile: its cells are read one by one below
-            continue
-        names = [f"{c}.parquet" for c in table["cell_id"].to_pylist()]
-        versions = zip(table["_size"].to_pylist(), table["_mtime_ns"].to_pylist())
-        mask = [files.get(n) == v and n not in covered for n, v in zip(names, versions)]
-        covered.update(n for n, m in zip(names, mask) if m)
-        kept.append(table.filter(pa.array(mask, pa.bool_())).select(SCHEMA.names))
-    fresh = sorted(set(files) - covered)
-    read, damaged = scan_files(filesystem, [f"{base}/records/{n}" for n in fresh])
-    table = pa.concat_tables([*kept, read])
-    if refresh and len(fresh) >= COMPACT_AT:
+    table, damaged, fresh = _read_all(filesystem, base, files)
+    if refresh and fresh >= COMPACT_AT:
         try:
             _write_part(filesystem, base, table, files)
         except OSError:  # read-only credentials, a full disk: the read itself is still right
@@ -84,9 +76,65 @@ def read_checked(study_dir, refresh: bool = True):
     return table.to_pandas(), damaged
 
 
-def _write_part(filesystem, base: str, table: pa.Table, files: dict) -> None:
-    """One new part holding `table` with each row's file version; the older parts removed after."""
-    old = _parts(filesystem, base)
+def _read_all(filesystem, base: str, files: dict) -> tuple[pa.Table, list, int]:
+    """(every good record, damaged files, how many files were read one by one)."""
+    from fsv.records import scan_files
+
+    kept, covered = [], set()
+    for part in _parts(filesystem, base):
+        try:
+            table = pq.read_table(part, filesystem=filesystem)
+        except (OSError, pa.ArrowInvalid):  # replaced meanwhile: its cells are read one by one below
+            continue
+        mask = _unchanged(table, files, covered)
+        covered.update(n for n, m in zip(_names(table), mask) if m)
+        kept.append(table.filter(pa.array(mask, pa.bool_())).select(SCHEMA.names))
+    fresh = sorted(set(files) - covered)
+    read, damaged = scan_files(filesystem, [f"{base}/records/{n}" for n in fresh])
+    return pa.concat_tables([*kept, read]), damaged, len(fresh)
+
+
+def _names(table: pa.Table) -> list[str]:
+    return [f"{c}.parquet" for c in table["cell_id"].to_pylist()]
+
+
+def _unchanged(table: pa.Table, files: dict, covered: set) -> list[bool]:
+    """Per row of a part: its cell's file is as it was compacted (and no earlier part took it)."""
+    versions = zip(table["_size"].to_pylist(), table["_mtime_ns"].to_pylist())
+    return [files.get(n) == v and n not in covered for n, v in zip(_names(table), versions)]
+
+
+def compact_new(study_dir, at_least: int = COMPACT_AT) -> int:
+    """Add a part holding the records whose files no part holds as they are now, once there are
+    `at_least` of them; returns how many files it compacted (0: too few yet). Reads only the
+    parts' version columns and those files, and rewrites no part -- except past `MAX_PARTS`
+    parts, when every part and file is merged into one."""
+    from fsv.records import scan_files
+
+    filesystem, base = _fs(study_dir)
+    files, parts = _listing(filesystem, base), _parts(filesystem, base)
+    covered: set[str] = set()
+    for part in parts:
+        try:
+            table = pq.read_table(part, columns=["cell_id", "_size", "_mtime_ns"], filesystem=filesystem)
+        except (OSError, pa.ArrowInvalid):  # merged away meanwhile: its files count as new
+            continue
+        covered.update(n for n, m in zip(_names(table), _unchanged(table, files, covered)) if m)
+    fresh = sorted(set(files) - covered)
+    if len(fresh) < at_least:
+        return 0
+    if len(parts) >= MAX_PARTS:
+        _write_part(filesystem, base, _read_all(filesystem, base, files)[0], files)
+    else:  # a damaged file stays out of the part: it is named by every read until it is set aside
+        _write_part(filesystem, base, scan_files(filesystem, [f"{base}/records/{n}" for n in fresh])[0], files,
+                    replace=False)
+    return len(fresh)
+
+
+def _write_part(filesystem, base: str, table: pa.Table, files: dict, replace: bool = True) -> None:
+    """One new part holding `table` with each row's file version; with `replace`, the older parts
+    removed after."""
+    old = _parts(filesystem, base) if replace else []
     versions = [files.get(f"{c}.parquet", (-1, -1)) for c in table["cell_id"].to_pylist()]
     table = table.append_column(pa.field(*VERSION[0]), pa.array([v[0] for v in versions], pa.int64()))
     table = table.append_column(pa.field(*VERSION[1]), pa.array([v[1] for v in versions], pa.int64()))

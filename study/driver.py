@@ -336,6 +336,8 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, 
     Returns the ids of the cells it ran."""
     from ray import tune
 
+    from study.compactor import CompactAsItGoes
+
     cells = {c["cell_id"]: c for c in todo}
     env = _trial_env(study, root, todo, store)
     trainable = tune.with_resources(tune.with_parameters(run_trial, cells=cells, env=env),
@@ -358,7 +360,7 @@ def _run_trials(study: StudyConfig, root: str, todo: list[dict], verbose: bool, 
         tune_config=tune.TuneConfig(**{"max_concurrent_trials": concurrent, "reuse_actors": True, **search}),
         run_config=tune.RunConfig(
             name=_attempt_name(root), storage_path=_tune_storage(root), verbose=2 if verbose else 0,
-            callbacks=[progress], failure_config=tune.FailureConfig(max_failures=study.retries),
+            callbacks=[progress, CompactAsItGoes(root)], failure_config=tune.FailureConfig(max_failures=study.retries),
         ),
     )
     service = _training_service(root, todo)  # before the trials: their fit() finds it by name

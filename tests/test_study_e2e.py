@@ -75,18 +75,21 @@ def test_rerun_is_idempotent_and_starts_no_trial(smoke_run, fsv_env):
 
 
 def test_kill_9_then_resume_records_every_cell_exactly_once(tmp_path, fsv_env, smoke_run):
+    """Killed after the driver compacted records in the background (a part every 2 trials here,
+    every 500 in a study), so the resume reads a part and the files written since."""
     storage = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fsv.cli", "run", str(SMOKE), "--storage", str(storage), "--no-analyze"]
-    driver = subprocess.Popen(cmd, cwd=ROOT, env=fsv_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              start_new_session=True)
+    driver = subprocess.Popen(cmd, cwd=ROOT, env={**fsv_env, "FSV_COMPACT_EVERY": "2"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
     records = storage / "smoke" / "records"
+    parts = lambda: list((records / "_compact").glob("part-*.parquet"))  # noqa: E731
     deadline = time.time() + 600
-    while time.time() < deadline and len(list(records.glob("*.parquet"))) < 3:
+    while time.time() < deadline and (len(list(records.glob("*.parquet"))) < 3 or not parts()):
         time.sleep(0.5)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, mid-study
     driver.wait()
     partial = len(list(records.glob("*.parquet")))
-    assert 3 <= partial
+    assert 3 <= partial and parts(), "the driver compacted no records while trials ran"
     proc = fsv("run", str(SMOKE), "--storage", str(storage), "--no-analyze", env=fsv_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = pd.read_parquet(records)

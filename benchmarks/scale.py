@@ -7,6 +7,10 @@ on a local S3 server (moto, in its own process, over HTTP).
 
     python -m benchmarks.scale --sizes 1000 10000 --where local s3
     python -m benchmarks.scale --sizes 100000 --where local --commands status resume
+    python -m benchmarks.scale --sizes 100000 --where s3 --compact-every 500 --commands resume-cold resume
+
+`--compact-every 500` writes the records as a running study leaves them (a part every 500 files,
+`study.compactor`): resume-cold is then the listing after the driver died mid-study.
 
 Prints one row per (N, storage, command) with seconds and the growth against the previous N
 (10x records: a ratio of ~10 is linear, more is worse than linear). The records are written
@@ -45,25 +49,35 @@ def synthetic(n: int):
     return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False), cells
 
 
-def write_study(uri: str, table, cells: dict) -> float:
-    """One Parquet file per record under URI/records, and URI/cells.json; seconds taken."""
+def write_study(uri: str, table, cells: dict, compact_every: int = 0) -> tuple[float, float]:
+    """One Parquet file per record under URI/records, and URI/cells.json; with `compact_every`, a
+    compacted part added after each `compact_every` files, as the driver does while trials run
+    (`study.compactor`; the trials interrupted before the last part: the remainder). Returns the
+    seconds of writing and of compacting."""
     import pyarrow.parquet as pq
 
+    from fsv.compaction import compact_new
     from fsv.records import _fs, write_text
 
     filesystem, base = _fs(uri)
     filesystem.create_dir(f"{base}/records", recursive=True)
-    t0 = time.perf_counter()
+    t0, compacting = time.perf_counter(), 0.0
 
     def put(i: int) -> None:
         row = table.slice(i, 1)
         with filesystem.open_output_stream(f"{base}/records/{row['cell_id'][0].as_py()}.parquet") as out:
             pq.write_table(row, out)
 
+    step = compact_every or table.num_rows
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, range(table.num_rows)))
+        for start in range(0, table.num_rows, step):
+            list(pool.map(put, range(start, min(start + step, table.num_rows))))
+            if compact_every:
+                t = time.perf_counter()
+                compact_new(uri, at_least=compact_every)
+                compacting += time.perf_counter() - t
     write_text(uri, "cells.json", json.dumps(cells, default=str))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0 - compacting, compacting
 
 
 def study_yaml(n: int, folder: Path) -> Path:
@@ -115,6 +129,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--where", nargs="+", default=["local", "s3"], choices=["local", "s3"])
     parser.add_argument("--commands", nargs="+", default=["validate", "resume-cold", "status", "resume", "analyze"])
+    parser.add_argument("--compact-every", type=int, default=0,
+                        help="add a compacted part every N files written, as the driver does while trials run")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fsv-scale-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
@@ -133,8 +149,10 @@ def main() -> None:
             table, cells = synthetic(n)
             for where in args.where:
                 uri = str(tmp / f"s{n}") if where == "local" else f"s3://scale/s{n}"
-                wrote = write_study(uri, table, cells)
-                print(f"# {table.num_rows} records written to {where} in {wrote:.1f} s", flush=True)
+                wrote, compacted = write_study(uri, table, cells, args.compact_every)
+                print(f"# {table.num_rows} records written to {where} in {wrote:.1f} s"
+                      + (f", compacted every {args.compact_every} in {compacted:.1f} s in all" if args.compact_every else ""),
+                      flush=True)
                 for command in args.commands:
                     if command == "validate" and where != "local":
                         continue

@@ -72,10 +72,10 @@ def status(study_dir, hours):
     from fsv.records import check_cells_json, scan_records
     from study.driver import count_cells
 
-    listing = check_cells_json(study_dir)
+    frame, damaged = scan_records(study_dir)  # once: the cells.json check reads the study name from it
+    listing = check_cells_json(study_dir, records=frame)
     if listing is None:
         raise FsvError(f"{study_dir}: no cells.json here; give DIR/STUDY_NAME of a study that `fsv run` started")
-    frame, damaged = scan_records(study_dir)
     s = count_cells(frame, listing["cells"])
     click.echo(f"{s['ok']} ok, {s['failed']} failed, {s['missing']} missing, {s['total']} cells")
     if damaged:

@@ -310,9 +310,11 @@ def quarantine_damaged(study_dir: str | Path) -> list[tuple[Damaged, str]]:
     return moved
 
 
-def check_cells_json(study_dir: str | Path, study_name: str | None = None) -> dict | None:
+def check_cells_json(study_dir: str | Path, study_name: str | None = None, records=None) -> dict | None:
     """cells.json, parsed, or None when absent. Refused (FsvError naming the file) when it is not
-    fsv's JSON, or belongs to another study than `study_name` (or than the records' study)."""
+    fsv's JSON, or belongs to another study than `study_name` (or than the records' study: those of
+    `records`, a frame the caller has read already, else read here -- at 10^5 records on S3 a read
+    is mostly one listing of the folder, so a caller that reads them anyway passes them)."""
     import json
 
     text = read_text(study_dir, "cells.json")
@@ -328,7 +330,7 @@ def check_cells_json(study_dir: str | Path, study_name: str | None = None) -> di
         raise FsvError(f"{where} is not a cells.json that fsv wrote ({type(exc).__name__}: {exc}); "
                        "move it away and run the study again to rewrite it") from None
     if study_name is None:
-        frame, _ = scan_records(study_dir)
+        frame = records if records is not None else scan_records(study_dir)[0]
         study_name = frame["study"].iloc[0] if len(frame) and frame["study"].nunique() == 1 else None
     if study_name is not None and owner != study_name:
         raise FsvError(f"{where} belongs to study {owner!r}, not to {study_name!r} (copied from another study?); "

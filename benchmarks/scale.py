@@ -50,7 +50,7 @@ def synthetic(n: int):
 
 
 def write_study(uri: str, table, cells: dict, compact_every: int = 0) -> tuple[float, float]:
-    """One Parquet file per record under URI/records, and URI/cells.json; with `compact_every`, a
+    """URI/cells.json, then one Parquet file per record under URI/records; with `compact_every`, a
     compacted part added after each `compact_every` files, as the driver does while trials run
     (`study.compactor`; the trials interrupted before the last part: the remainder). Returns the
     seconds of writing and of compacting."""
@@ -61,6 +61,7 @@ def write_study(uri: str, table, cells: dict, compact_every: int = 0) -> tuple[f
 
     filesystem, base = _fs(uri)
     filesystem.create_dir(f"{base}/records", recursive=True)
+    write_text(uri, "cells.json", json.dumps(cells, default=str))  # first, as the driver writes it at launch
     t0, compacting = time.perf_counter(), 0.0
 
     def put(i: int) -> None:
@@ -76,7 +77,6 @@ def write_study(uri: str, table, cells: dict, compact_every: int = 0) -> tuple[f
                 t = time.perf_counter()
                 compact_new(uri, at_least=compact_every)
                 compacting += time.perf_counter() - t
-    write_text(uri, "cells.json", json.dumps(cells, default=str))
     return time.perf_counter() - t0 - compacting, compacting
 
 

@@ -58,14 +58,30 @@ def doomed_attempts(cells: int, doomed: list[int], retries: int) -> set[int]:
     return ordinals
 
 
+# A worker is killed once it has spent this much CPU time of its own: past Ray Train's worker-group
+# start-up (about 1.3 s of CPU: Ray Train V2 retries a worker that dies there inside the same fit,
+# without limit, so the kill would not fail the attempt), well inside its training (6.7-10.6 s of CPU
+# at exit). CPU time, not wall time: a loaded machine stretches the start-up's wall time past any
+# fixed delay, not its CPU time.
+KILL_AFTER_CPU_S = (3.5, 4.5)
+
+
+def _cpu_seconds(proc) -> float | None:
+    try:
+        times = proc.cpu_times()
+    except Exception:  # noqa: BLE001 - gone already
+        return None
+    return times.user + times.system
+
+
 def run_killing_workers(study: Path, storage: Path, env: dict, kill: set[int], rng: random.Random,
                         timeout: float = 1800) -> tuple[int, list[dict], str]:
-    """Run the study; SIGKILL the worker processes whose ordinal is in `kill`, 0.5-3 s after each
-    appears; (exit status, what was killed, stderr)."""
+    """Run the study; SIGKILL the worker processes whose ordinal is in `kill` once each has used
+    KILL_AFTER_CPU_S of CPU (drawn per worker); (exit status, what was killed, stderr)."""
     with tempfile.TemporaryFile("w+") as err:
         driver = subprocess.Popen(fsv_command(study, storage), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                   stderr=err, start_new_session=True)
-        seen, killed, deadline = {}, [], time.time() + timeout
+        seen, doomed, killed, deadline = {}, {}, [], time.time() + timeout
         while driver.poll() is None and time.time() < deadline:
             for proc in _alive(_tree(driver.pid)):
                 try:
@@ -75,10 +91,16 @@ def run_killing_workers(study: Path, storage: Path, env: dict, kill: set[int], r
                 if "RayTrainWorker" in title and proc.pid not in seen:
                     seen[proc.pid] = len(seen) + 1
                     if seen[proc.pid] in kill:
-                        time.sleep(rng.uniform(0.5, 3))
-                        proc.kill()
-                        killed.append({"worker": seen[proc.pid], "pid": proc.pid})
-            time.sleep(0.2)
+                        doomed[proc.pid] = (proc, rng.uniform(*KILL_AFTER_CPU_S))
+            for pid, (proc, after) in list(doomed.items()):
+                cpu = _cpu_seconds(proc)
+                if cpu is None:  # it ended before the kill: the attempt stands
+                    del doomed[pid]
+                elif cpu >= after:
+                    proc.kill()
+                    killed.append({"worker": seen[pid], "pid": pid, "cpu_s": round(cpu, 2)})
+                    del doomed[pid]
+            time.sleep(0.1)
         driver.wait(timeout=60)
         err.seek(0)
         return driver.returncode, killed, err.read()

@@ -8,7 +8,7 @@ per chunk of the files written since), never copied a file at a time:
 "task", "description", ...}, ...]}`.
 
 Refused with `TrustError` (always): no records; records from more than one fsv version or study;
-two records of one cell. Refused unless `allow_partial`: cells listed in cells.json without a record
+two records of one cell; a cells.json that fsv did not write or that belongs to another study. Refused unless `allow_partial`: cells listed in cells.json without a record
 (missing) and records whose status is not "ok" (failed). Noted: records whose cell is not in
 cells.json (left out of the analysis unless settings.include_unlisted_records; phase "select" search
 trials, which a study need not list, are kept: they are never scored), a cells.json from
@@ -17,7 +17,6 @@ another fsv version, records that disagree with their cell, and an absent cells.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,25 +113,21 @@ def _read(study_dir: str | Path, read_records) -> pd.DataFrame:
 
 
 def read_cells(study_dir: str | Path, records: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]:
-    from fsv.records import read_text
+    """cells.json as a frame (None when absent, with a note). One that fsv did not write, or that
+    belongs to another study than the records', is refused naming the file
+    (`fsv.records.check_cells_json`, given the records already read: no second listing)."""
+    from fsv.records import check_cells_json
 
-    path, text = f"{study_dir}/cells.json", read_text(study_dir, "cells.json")
-    if text is None:
-        return None, [f"{path} is absent: the records were trusted as the whole study "
+    listing = check_cells_json(study_dir, study_name=records["study"].iloc[0])
+    if listing is None:
+        return None, [f"{study_dir}/cells.json is absent: the records were trusted as the whole study "
                       "(missing cells cannot be detected)."]
-    try:
-        listing = json.loads(text)
-        cells = pd.DataFrame(listing["cells"])
-        cells["cell_id"]  # every cell needs an id
-    except (ValueError, KeyError, TypeError) as error:
-        raise TrustError(f"{path} is malformed ({error!r}); expected {{'cells': [{{'cell_id': ...}}, ...]}}") from error
+    cells = pd.DataFrame(listing["cells"], columns=None if listing["cells"] else ["cell_id"])
     notes = []
     version = listing.get("fsv_version")
     record_version = records["fsv_version"].iloc[0]
     if version is not None and version != record_version:
         notes.append(f"cells.json was written by fsv {version}, the records by fsv {record_version}.")
-    if listing.get("study") not in (None, records["study"].iloc[0]):
-        notes.append(f"cells.json names study {listing.get('study')!r}, the records {records['study'].iloc[0]!r}.")
     return cells, notes
 
 

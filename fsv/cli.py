@@ -123,10 +123,8 @@ def analyze(study_dir, out, allow_partial, seed):
     from analysis import TrustError
     from analysis import analyze as run_analysis
 
-    from fsv.records import check_cells_json
-
-    check_cells_json(study_dir)  # a cells.json of another study is refused, naming it
-    try:  # records read where they lie (s3:// / gs:// too); damaged files are refused by their path there
+    try:  # records read where they lie (s3:// / gs:// too), once; damaged files are refused by their path
+        # there, and a cells.json of another study naming it (analysis.load.read_cells)
         where = run_analysis(study_dir, out=out, allow_partial=allow_partial, seed=seed)
     except TrustError as exc:
         raise FsvError(str(exc)) from None

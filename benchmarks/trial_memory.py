@@ -4,9 +4,11 @@ one after the other in one process as a server runs them, with and without
 `fsv.train.worker.release_memory` after each group of jobs (the baseline replaces it by a no-op).
 Each variant runs in a fresh process of the same command, so neither inherits the other's heap.
 Reports, per variant, the peak resident memory (sampled every 20 ms) and the resident memory after
-each trial, with the training seconds beside them.
+each trial, with the training seconds beside them. `--stack-floats 25 24` also runs, with
+release_memory, each further stack budget given (`fsv.train.stacked.STACK_FLOATS` = 2^E trainable
+floats a stack; the first is the baseline).
 
-    python benchmarks/trial_memory.py [--model world-l]
+    python benchmarks/trial_memory.py [--model world-l] [--stack-floats 25 24]
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ def resident_mb() -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
 
 
-def one_variant(model: str, release: bool) -> dict:
+def one_variant(model: str, release: bool, floats_exponent: int) -> dict:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29535", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     import torch
     import torch.distributed as dist
 
+    import fsv.train.stacked as stacked
     import fsv.train.worker as worker
     from benchmarks.stacked_trial import run_trial, trial_config
     from fsv.config import load_study
@@ -47,6 +50,7 @@ def one_variant(model: str, release: bool) -> dict:
 
     if not release:
         worker.release_memory = lambda: None
+    stacked.STACK_FLOATS = 2**floats_exponent
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=0, world_size=1)
     study = load_study("study/quick.yaml")
@@ -62,7 +66,8 @@ def one_variant(model: str, release: bool) -> dict:
             time.sleep(0.02)
 
     threading.Thread(target=sample, daemon=True).start()
-    out = {"model": model, "release_memory": release, "start_mb": round(resident_mb())}
+    out = {"model": model, "release_memory": release, "stack_floats": f"2^{floats_exponent}",
+           "start_mb": round(resident_mb())}
     for regime in REGIMES:
         train_s, _, _ = run_trial(regime, trial_config(study, regime, path, world), stack=None)
         out[f"after_{regime}_mb"], out[f"{regime}_train_s"] = round(resident_mb()), round(train_s, 1)
@@ -73,12 +78,17 @@ def one_variant(model: str, release: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="world-l")
-    parser.add_argument("--variant", choices=["release", "keep"], help=argparse.SUPPRESS)
+    parser.add_argument("--stack-floats", type=int, nargs="+", default=[25], metavar="E",
+                        help="stack budgets 2^E to compare (the first is the baseline's)")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # release|keep:E, one variant in this process
     args = parser.parse_args()
     if args.variant:
-        print("RESULT " + json.dumps(one_variant(args.model, args.variant == "release")), flush=True)
+        release, exponent = args.variant.split(":")
+        print("RESULT " + json.dumps(one_variant(args.model, release == "release", int(exponent))), flush=True)
         return
-    for variant in ("keep", "release"):
+    base = args.stack_floats[0]
+    variants = [f"keep:{base}", f"release:{base}"] + [f"release:{e}" for e in args.stack_floats[1:]]
+    for variant in variants:
         run = subprocess.run([sys.executable, __file__, "--model", args.model, "--variant", variant],
                              capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
         print(next(line[7:] for line in run.stdout.splitlines() if line.startswith("RESULT ")), flush=True)

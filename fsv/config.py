@@ -101,7 +101,7 @@ class TrainSection(Strict):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay where a regime does not search it")
     grad_clip: float = Field(1.0, ge=0)
     stack: int | None = Field(None, ge=1, description="adaptations of a trial trained together as one batched "
-                              "model (fsv/train/stacked.py); 1: one at a time; default: as many as fit 2^25 "
+                              "model (fsv/train/stacked.py); 1: one at a time; default: as many as fit 2^24 "
                               "trainable floats (ZeRO-0, fp32; otherwise one at a time)")
     keep_models: bool = Field(False, description="save every adaptation's weights in its trial's Ray Train "
                               "checkpoint (n levels x seeds x tasks models a trial: large; for inspecting them)")

@@ -29,8 +29,10 @@ import time
 from typing import Iterator
 
 # trainable floats held by one stack (each needs its weight, gradient and two Adam moments):
-# 2^25 = 33.5M, 0.5 GB of fp32 state -- 31 world-l sft jobs, a whole sft trial on smaller models
-STACK_FLOATS = 2**25
+# 2^24 = 16.8M, 0.27 GB of fp32 state -- 15 world-l sft jobs, a whole sft trial on world-xs/s.
+# Against 2^25, a world-l sft then instruction-tuning trial in one process peaks at 821 MB, not
+# 1 189, and trains 5-7 % slower (`python benchmarks/trial_memory.py --stack-floats 25 24`).
+STACK_FLOATS = 2**24
 
 
 def stackable(job, config: dict) -> bool:

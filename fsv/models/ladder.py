@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from transformers import LlamaConfig
-
 
 @dataclass(frozen=True)
 class LadderSize:
@@ -51,7 +49,10 @@ LADDER: dict[str, LadderSize] = {
 }
 
 
-def llama_config(size: LadderSize, vocab_size: int, context: int, pad_id: int, bos_id: int) -> LlamaConfig:
+def llama_config(size: LadderSize, vocab_size: int, context: int, pad_id: int, bos_id: int):
+    from transformers import LlamaConfig  # here, not at the top: the registry (every trial, the driver) needs
+    # the ladder's sizes, not transformers and torch (~200 MB of a process's own memory)
+
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=size.d_model,

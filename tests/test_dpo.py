@@ -49,7 +49,7 @@ def test_dpo_in_fsvs_loop_equals_trls_dpo_trainer(world_model, tmp_path):  # noq
         assert a["accuracy"] == b["accuracy"] and a["acc_human"] == b["acc_human"]
         assert a["tokens"] == b["tokens"]
         if a["steps"] == max(config["lengths"]):  # trl's margin is measured once, after training
-            assert a["reward_margin"] == pytest.approx(b["reward_margin"], abs=1e-5)
+            assert a["reward_margin"] == pytest.approx(b["reward_margin"], abs=1e-4)  # as label_logprob: float rounding of two loops
     assert ours[-1]["reward_margin"] > 0  # the held-out pairs' chosen labels gained on the rejected
 
 

@@ -16,6 +16,10 @@ cosine schedule), held-out accuracy at k = 16: world-l left chance at ~1250 step
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,9 @@ LADDER: dict[str, LadderSize] = {
 }
 
 
-def llama_config(size: LadderSize, vocab_size: int, context: int, pad_id: int, bos_id: int):
+def llama_config(
+    size: LadderSize, vocab_size: int, context: int, pad_id: int, bos_id: int
+) -> LlamaConfig:
     from transformers import LlamaConfig  # here, not at the top: the registry (every trial, the driver) needs
     # the ladder's sizes, not transformers and torch (~200 MB of a process's own memory)
 

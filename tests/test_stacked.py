@@ -2,7 +2,7 @@
 time, on real DeepSpeed engines (ZeRO-0, one gloo rank in this process): every evaluation row
 (training loss, accuracy, label log-likelihood) and every saved model, for full fine-tuning, LoRA,
 soft prompts, instruction tuning and DPO on the world, and sft on text tasks with padded batches across
-three HF architectures."""
+three HF architectures; and a trial's soft prompts share one base that none of them changes."""
 
 from __future__ import annotations
 
@@ -99,6 +99,27 @@ def test_a_stack_trains_text_adaptations_with_padded_batches_as_one_at_a_time_do
     extra = {"task": "sst2", "task_source": source}
     assert_same_training("sft", config_for(model, 1, world=False, **extra),
                          config_for(model, 3, world=False, **extra), tmp_path)
+
+
+@pytest.mark.parametrize("stack", [1, None])
+def test_a_trials_soft_prompts_share_one_base_that_training_leaves_as_loaded(stack, world_model, tmp_path):
+    """Each soft prompt of a trial is its own, on one base shared by all (not a copy each: a world-l
+    trial's 120 copies were half a GB), and training them, one at a time or stacked, changes no
+    weight of that base."""
+    from fsv.models.load import load_model
+    from fsv.regimes import prompt_tuning
+    from fsv.train.worker import train_jobs
+
+    config = config_for(world_model, stack)
+    jobs = list(prompt_tuning.build_job(config, 0, 1))
+    assert len(jobs) > 1 and len({id(job.model.get_base_model()) for job in jobs}) == 1
+    assert len({id(job.model.prompt_encoder.default.embedding.weight) for job in jobs}) == len(jobs)
+    train_jobs(jobs, config, 0, 1, str(tmp_path))
+    loaded = load_model(world_model, torch.float32).state_dict()
+    base = jobs[0].model.get_base_model().state_dict()
+    assert base.keys() == loaded.keys() and all(torch.equal(base[k], loaded[k]) for k in loaded)
+    prompts = [job.model.prompt_encoder.default.embedding.weight for job in jobs]
+    assert not torch.equal(prompts[0], prompts[1])  # each job trained its own
 
 
 def test_groups_keep_order_and_split_where_jobs_differ():

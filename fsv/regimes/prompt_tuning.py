@@ -1,11 +1,12 @@
 """prompt_tuning: the base stays frozen; a soft prompt of m virtual tokens -- the description the
 model itself understands best -- learns from n examples of the target task (peft
 `PromptTuningConfig`, trained under the same Ray Train + DeepSpeed path). Each adaptation's soft
-prompt sits on an unmodified copy of the base and is evaluated zero-shot, like the base model."""
+prompt sits on the unmodified base (one base, shared by the trial's adaptations: none changes it)
+and is evaluated zero-shot, like the base model."""
 
 from __future__ import annotations
 
-from fsv.regimes.training import fresh_models, label_chance, selection_fields, sequences, text_jobs, train_cell, world_jobs
+from fsv.regimes.training import frozen_base, label_chance, selection_fields, sequences, text_jobs, train_cell, world_jobs
 
 
 def build_job(config: dict, rank: int, world_size: int):
@@ -14,7 +15,7 @@ def build_job(config: dict, rank: int, world_size: int):
     from fsv.models.load import load_for_training, load_tokenizer
 
     peft_config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=config["prompt_tokens"])
-    base = fresh_models(config, lambda: load_for_training(config)[0])
+    base = frozen_base(config, lambda: load_for_training(config)[0])
     soft_prompted = lambda: get_peft_model(base(), peft_config)  # noqa: E731
     if config["world"] is None:
         tokenizer = load_tokenizer(config["model_path"], config.get("trust_remote_code", False))

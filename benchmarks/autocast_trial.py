@@ -1,0 +1,67 @@
+"""What bf16 matmuls would save a selection trial: one trial of the default study trained in fp32
+against the same trial with DeepSpeed's `torch_autocast` section on (bf16 matmuls under
+`torch.autocast`, fp32 weights, gradients and AdamW state; the evaluations stay fp32), in ONE
+process, twice each, alternating. A measurement for a `train.precision: bf16-mixed` option that
+fsv does not have yet: the section is added to the worker's DeepSpeed config here, nothing else
+changes. Reports training and evaluation seconds and how far the two runs' rows lie apart at the
+longest length (a different rounding of one run, as a change of thread count would be).
+
+    python benchmarks/autocast_trial.py world-l instruction_tuning   # regimes: sft prompt_tuning instruction_tuning
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(name: str, regime: str) -> None:
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29544", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    import fsv.train.worker as worker
+    from benchmarks.stacked_trial import run_trial, trial_config
+    from fsv.config import load_study
+    from fsv.models.load import pretrain_config
+    from fsv.models.tokenizer import world_tokenizer
+    from fsv.train.pretrain import build
+    from fsv.world import World, WorldConfig, preset
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    study = load_study("study/quick.yaml")
+    world = preset(study.world.preset, seed=study.world.seed).model_dump()
+    path = tempfile.mkdtemp()
+    pretrain = study.pretrain.model_dump(exclude={"seeds", "checkpoints"})
+    build(pretrain_config(name, world, pretrain, 0), 0, 1).model.save_pretrained(path)  # unpretrained
+    world_tokenizer(World(WorldConfig(**world))).save_pretrained(path)
+    config = trial_config(study, regime, path, world)
+    fp32 = worker.deepspeed_config
+
+    def autocast(train, micro):
+        return {**fp32(train, micro), "torch_autocast": {"enabled": True, "dtype": "bfloat16"}}
+
+    rows = {}
+    for mode in ["fp32", "bf16 autocast"] * 2:
+        worker.deepspeed_config = fp32 if mode == "fp32" else autocast
+        t0 = time.perf_counter()
+        train_s, _, rows[mode] = run_trial(regime, config, stack=None)
+        print(f"{name} {regime} {mode}: train {train_s:.1f} s, eval {sum(r['eval_s'] for r in rows[mode]):.1f} s, "
+              f"whole {time.perf_counter() - t0:.1f} s", flush=True)
+    last = max(r["steps"] for r in rows["fp32"])
+    for key in ["train_loss", "accuracy", "label_logprob"]:
+        a, b = (np.array([r[key] for r in rows[m] if r["steps"] == last]) for m in ["fp32", "bf16 autocast"])
+        print(f"{key} at {last} steps: fp32 mean {a.mean():.4f}, autocast mean {b.mean():.4f}, "
+              f"largest difference {np.abs(a - b).max():.4f}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

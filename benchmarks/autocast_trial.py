@@ -11,9 +11,7 @@ longest length (a different rounding of one run, as a change of thread count wou
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,28 +19,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(name: str, regime: str) -> None:
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29544", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     import numpy as np
-    import torch
-    import torch.distributed as dist
 
     import fsv.train.worker as worker
-    from benchmarks.stacked_trial import run_trial, trial_config
+    from benchmarks.stacked_trial import one_rank, run_trial, trial_config, unpretrained_model
     from fsv.config import load_study
-    from fsv.models.load import pretrain_config
-    from fsv.models.tokenizer import world_tokenizer
-    from fsv.train.pretrain import build
-    from fsv.world import World, WorldConfig, preset
+    from fsv.world import preset
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    one_rank(29544)
     study = load_study("study/quick.yaml")
     world = preset(study.world.preset, seed=study.world.seed).model_dump()
-    path = tempfile.mkdtemp()
-    pretrain = study.pretrain.model_dump(exclude={"seeds", "checkpoints"})
-    build(pretrain_config(name, world, pretrain, 0), 0, 1).model.save_pretrained(path)  # unpretrained
-    world_tokenizer(World(WorldConfig(**world))).save_pretrained(path)
+    path = unpretrained_model(study, name, world)
     config = trial_config(study, regime, path, world)
     fp32 = worker.deepspeed_config
 

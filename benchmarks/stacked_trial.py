@@ -25,6 +25,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import TRAIN  # noqa: E402
 
 
+def one_rank(port: int) -> None:
+    """This process as the one rank of a gloo process group (DeepSpeed's engine needs one), torch on
+    one thread as a trial's worker runs."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=0, world_size=1)
+
+
+def unpretrained_model(study, name: str, world: dict) -> str:
+    """A folder holding ladder model `name` as the study builds it, unpretrained (the same cost a
+    step as a pretrained one), with the world's tokenizer."""
+    from fsv.models.load import pretrain_config
+    from fsv.models.tokenizer import world_tokenizer
+    from fsv.train.pretrain import build
+    from fsv.world import World, WorldConfig
+
+    path = tempfile.mkdtemp(prefix=f"{name}-")
+    pretrain = study.pretrain.model_dump(exclude={"seeds", "checkpoints"})
+    build(pretrain_config(name, world, pretrain, 0), 0, 1).model.save_pretrained(path)
+    world_tokenizer(World(WorldConfig(**world))).save_pretrained(path)
+    return path
+
+
 def trial_config(study, regime: str, model_path: str, world: dict) -> dict:
     """The config `fsv.regimes.training.train_cell` gives the worker for `regime`'s first selection
     trial in `study` (its settings; the rate is the middle of its list)."""
@@ -64,26 +91,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["world-xs", "world-s", "world-m", "world-l"])
     parser.add_argument("--regimes", nargs="+", default=["sft", "prompt_tuning", "instruction_tuning"])
     args = parser.parse_args()
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    import torch
-    import torch.distributed as dist
-
+    one_rank(29533)
     from fsv.config import load_study
-    from fsv.models.load import pretrain_config
-    from fsv.models.tokenizer import world_tokenizer
-    from fsv.train.pretrain import build
-    from fsv.world import World, WorldConfig, preset
+    from fsv.world import preset
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=0, world_size=1)  # DeepSpeed's engine needs a process group
     study = load_study(args.study)
     world = preset(study.world.preset, seed=study.world.seed).model_dump()
     for name in args.models:
-        path = tempfile.mkdtemp(prefix=f"{name}-")
-        pretrain = study.pretrain.model_dump(exclude={"seeds", "checkpoints"})
-        build(pretrain_config(name, world, pretrain, 0), 0, 1).model.save_pretrained(path)
-        world_tokenizer(World(WorldConfig(**world))).save_pretrained(path)  # an unpretrained model: same cost a step
+        path = unpretrained_model(study, name, world)
         for regime in args.regimes:
             config = trial_config(study, regime, path, world)
             one_s, one_wall, one = run_trial(regime, config, stack=1)

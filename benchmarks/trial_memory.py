@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,19 +35,11 @@ def resident_mb() -> float:
 
 
 def one_variant(model: str, regimes: list[str], release: bool, floats_exponent: int, copied_base: bool) -> dict:
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29535", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    import torch
-    import torch.distributed as dist
-
     import fsv.train.stacked as stacked
     import fsv.train.worker as worker
-    from benchmarks.stacked_trial import run_trial, trial_config
+    from benchmarks.stacked_trial import one_rank, run_trial, trial_config, unpretrained_model
     from fsv.config import load_study
-    from fsv.models.load import pretrain_config
-    from fsv.models.tokenizer import world_tokenizer
-    from fsv.train.pretrain import build
-    from fsv.world import World, WorldConfig, preset
+    from fsv.world import preset
 
     if not release:
         worker.release_memory = lambda: None
@@ -59,13 +49,10 @@ def one_variant(model: str, regimes: list[str], release: bool, floats_exponent: 
 
         prompt_tuning.frozen_base = fresh_models
     stacked.STACK_FLOATS = 2**floats_exponent
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    one_rank(29535)
     study = load_study("study/quick.yaml")
     world = preset(study.world.preset, seed=study.world.seed).model_dump()
-    path = tempfile.mkdtemp(prefix=f"{model}-")
-    build(pretrain_config(model, world, study.pretrain.model_dump(exclude={"seeds", "checkpoints"}), 0), 0, 1).model.save_pretrained(path)
-    world_tokenizer(World(WorldConfig(**world))).save_pretrained(path)
+    path = unpretrained_model(study, model, world)
     peak = [resident_mb()]
 
     def sample():

@@ -96,13 +96,16 @@ class TrainSection(Strict):
     per_model: dict[str, PlacementOverride] = Field({}, description="model -> {zero_stage, workers, gpu_fraction}")
     gpu_fraction: float | None = Field(None, gt=0, le=1, description="share of one GPU each single-worker trial "
                                        "asks for (GPU studies); default: by parameter count (fsv/models/placement.py)")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "bf16-mixed", "auto"] = Field(
+        "fp32", description="fp32 | bf16 (DeepSpeed bf16: bf16 weights, fp32 master copy) | bf16-mixed (fp32 "
+        "weights, bf16 matmuls under autocast) | auto (bf16-mixed where the worker's device has native bf16, "
+        "else fp32); see fsv/train/precision.py")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay where a regime does not search it")
     grad_clip: float = Field(1.0, ge=0)
     stack: int | None = Field(None, ge=1, description="adaptations of a trial trained together as one batched "
                               "model (fsv/train/stacked.py); 1: one at a time; default: as many as fit 2^24 "
-                              "trainable floats (ZeRO-0, fp32; otherwise one at a time)")
+                              "trainable floats (ZeRO-0, fp32 weights; otherwise one at a time)")
     keep_models: bool = Field(False, description="save every adaptation's weights in its trial's Ray Train "
                               "checkpoint (n levels x seeds x tasks models a trial: large; for inspecting them)")
 

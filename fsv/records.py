@@ -92,6 +92,7 @@ SCHEMA = pa.schema(
         ("reward_margin", pa.float64()),  # rlhf: mean chosen-minus-rejected reward on held-out pairs
         ("fold", pa.string()),  # world: the cross-fitting fold a scored record covers (the feature its tasks read)
         ("curves", pa.string()),  # JSON rows on select records: every adaptation's measures at every length
+        ("precision", pa.string()),  # training records: what the trial trained in ("auto" resolved; fsv/train/precision.py)
     ]
 )
 COLUMNS = SCHEMA.names

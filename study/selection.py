@@ -41,7 +41,7 @@ def measure_groups(study: StudyConfig, root: str, cells: list[dict]) -> list[dic
 
     records = read_records(root)
     trials = trials_by_group(records)
-    facts = records.set_index("cell_id")[["model_params", "train_loss_chance", "device"]].to_dict("index")
+    facts = records.set_index("cell_id")[["model_params", "train_loss_chance", "device", "precision"]].to_dict("index")
     existing = records[records["phase"] == "measure"].set_index("cell_id").to_dict("index")
     widened = []
     for group, scored in _scored_by_group(cells).items():
@@ -119,7 +119,8 @@ def _scored_record(study: StudyConfig, cell: dict, section, trials, facts: dict,
     record.update(fields, phase="measure", model_params=params, train_examples=cell["n"] * (cell.get("tasks_trained") or 1),
                   train_flops=None if fields["train_tokens"] is None else 6.0 * params * fields["train_tokens"],
                   train_loss_chance=source["train_loss_chance"],
-                  chance=chance(cell, study), device=source["device"], status="ok", error=None, attempts=1, wall_s=0.0)
+                  chance=chance(cell, study), device=source["device"],
+                  precision=source["precision"], status="ok", error=None, attempts=1, wall_s=0.0)
     return record
 
 

@@ -62,3 +62,5 @@ def test_a_dpo_cell_takes_fsvs_loop_only_where_a_stack_can_run():
     assert not uses_fsv_loop({**cell, "settings": {"start": "instruction_tuned"}})
     assert not uses_fsv_loop({**cell, "train": {"zero_stage": 3, "precision": "fp32"}})
     assert not uses_fsv_loop({**cell, "train": {"zero_stage": 0, "precision": "bf16"}})
+    for fp32_weights in ["bf16-mixed", "auto"]:  # fp32 weights, bf16 matmuls: a stack runs them
+        assert uses_fsv_loop({**cell, "train": {"zero_stage": 0, "precision": fp32_weights}})

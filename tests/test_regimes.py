@@ -36,9 +36,9 @@ def trials():
     return {f"{c['regime']}-{c['method']}": c for c in expand(parse_study(STUDY)) if c["phase"] == "select"}
 
 
-def _run(key, trials, tiny_model, tmp_path):
+def _run(key, trials, tiny_model, tmp_path, precision="fp32"):
     cell = trials[key]
-    cell = {**cell, "train": {**cell["train"], "keep_models": True}}
+    cell = {**cell, "train": {**cell["train"], "keep_models": True, "precision": precision}}
     ctx = TrialContext(cell, str(tmp_path / "study"), tmp_path, bayes={0: 0.25})
     assert ctx.model_path == str(tiny_model)
     fields = regime_module(cell["regime"]).run(cell, ctx)
@@ -46,6 +46,7 @@ def _run(key, trials, tiny_model, tmp_path):
     assert {r["steps"] for r in rows} == set(REGIMES[cell["regime"]]["steps"])  # every length, read from one run
     assert all(0 <= r["accuracy"] <= 1 and r["n_eval"] > 0 for r in rows)
     assert fields["phase"] == "select" and json.loads(fields["hparams"])["lr"] == REGIMES[cell["regime"]]["lr"][0]
+    assert fields["precision"] == precision  # what the worker trained in, recorded
     return cell, ctx, fields, rows
 
 
@@ -112,8 +113,9 @@ def test_dpo_fits_its_preferences(trials, tiny_model, tmp_path):
     assert fields["reward_margin"] is not None
 
 
-def test_grpo_changes_the_weights_and_raises_reward(trials, tiny_model, tmp_path):
-    cell, ctx, fields, rows = _run("rlhf-grpo", trials, tiny_model, tmp_path)
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])  # trl's loop, its forwards under DeepSpeed's autocast
+def test_grpo_changes_the_weights_and_raises_reward(precision, trials, tiny_model, tmp_path):
+    cell, ctx, fields, rows = _run("rlhf-grpo", trials, tiny_model, tmp_path, precision)
     last = max(r["steps"] for r in rows)
     reward = [r["reward"] for r in rows if r["steps"] == last]
     assert min(reward) > 0.25  # above a uniform guess over the 4 labels, on its training prompts

@@ -2,8 +2,8 @@
 selection trials (widened beyond the edge of their rates, and run longer where the choice was their
 longest length) become scored records whose chosen
 configuration is the best on validation, never on their own tasks; an adaptive search (random
-sampling with ASHA) runs through Ray Tune's own searcher and scheduler; a re-run derives nothing
-new and starts no trial."""
+sampling with ASHA) runs through Ray Tune's own searcher and scheduler, with `train.precision: auto`
+resolved and recorded by the workers; a re-run derives nothing new and starts no trial."""
 
 import json
 
@@ -14,6 +14,7 @@ import yaml
 from conftest import PRETRAIN, WORLD
 
 from fsv.regimes.training import fold_of
+from fsv.train.precision import resolve
 from fsv.world import World, preset
 from study.driver import run_study
 
@@ -22,10 +23,10 @@ pytestmark = pytest.mark.slow
 SFT = {"n": [1, 2], "seeds": [0, 1], "steps": [2, 4], "batch": 4}
 
 
-def _study(tmp_path, name, search, regimes):
+def _study(tmp_path, name, search, regimes, **extra):
     study = {"name": name, "models": ["world-xs"], "seeds": [0], "world": WORLD, "analyze": False,
              "pretrain": dict(PRETRAIN) | {"seeds": [0]}, "wandb": {"mode": "disabled"},
-             "search": search, "regimes": regimes}
+             "search": search, "regimes": regimes, **extra}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))
     return str(path)
@@ -58,6 +59,7 @@ def test_grid_search_selects_on_validation_and_widens_its_edge(tmp_path, ray_clu
     longer = {rate[c] for c in lengths if lengths[c] == [2, 4, 8]}  # a choice at 4 steps ran again, 8 long
     assert longer <= set(lrs) and len(longer) == len(lengths) - len(short)
     assert len(scored) == 2 * 2 * 2  # n x seeds x folds
+    assert set(frame.precision) == {"fp32"}  # the default, recorded on selection and scored records alike
     world = World(preset(WORLD["preset"], seed=WORLD["seed"]))
     for rec in scored.itertuples():
         selection = json.loads(rec.selection)
@@ -80,13 +82,16 @@ def test_grid_search_selects_on_validation_and_widens_its_edge(tmp_path, ray_clu
 
 def test_adaptive_search_runs_through_tune_with_asha(tmp_path, ray_cluster, tiny_model):
     regimes = {"sft": {**SFT, "seeds": [0], "lr": {"low": 1e-4, "high": 1e-2}}}
-    path = _study(tmp_path, "random", {"method": "random", "samples": 2, "scheduler": "asha"}, regimes)
+    path = _study(tmp_path, "random", {"method": "random", "samples": 2, "scheduler": "asha"}, regimes,
+                  train={"precision": "auto"})
     summary = run_study(path, str(tmp_path / "results"))
     frame = pd.read_parquet(tmp_path / "results" / "random" / "records")
     assert summary["failed"] == 0 and summary["missing"] == 0, frame.error.dropna().tolist()[:1]
     select = frame[frame.phase == "select"]
     assert len(select) == 2 * 2  # 2 samples for each fold's search
     assert all(1e-4 <= json.loads(h)["lr"] <= 1e-2 for h in select.hparams)
+    native = resolve({"precision": "auto", "use_gpu": False})["precision"]  # this machine's CPU decides
+    assert set(frame.precision) == {native} and all(json.loads(c)["train"]["precision"] == "auto" for c in select.config)
     folds = [json.loads(c)["fold"] for c in select.config]
     assert sorted(folds) == ["f0", "f0", "f1", "f1"]
     scored = frame[frame.phase == "measure"]

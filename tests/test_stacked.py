@@ -2,7 +2,8 @@
 time, on real DeepSpeed engines (ZeRO-0, one gloo rank in this process): every evaluation row
 (training loss, accuracy, label log-likelihood) and every saved model, for full fine-tuning, LoRA,
 soft prompts, instruction tuning and DPO on the world, and sft on text tasks with padded batches across
-three HF architectures; and a trial's soft prompts share one base that none of them changes."""
+three HF architectures; a trial's soft prompts share one base that none of them changes; and under
+`bf16-mixed` a stack and a lone job multiply in bf16 while weights and evaluations stay fp32."""
 
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ def world_model(tmp_path_factory):
     return str(path)
 
 
-def config_for(model_path: str, stack: int | None, world: bool = True, **extra) -> dict:
+def config_for(model_path: str, stack: int | None, world: bool = True, precision: str = "fp32", **extra) -> dict:
     from fsv.train.worker import deepspeed_config
 
     config = {"model_path": model_path, "world": world_config() if world else None, "seed": 0, "n_levels": [1, 3],
               "seeds": [0, 1], "lengths": [3, 6], "batch": 4, "warmup": 0.2, "hparams": {"lr": 3e-3, "lora_rank": 4},
-              "lr": 3e-3, "train": {**TRAIN, "stack": stack}, "trust_remote_code": False, "keep_models": True,
+              "lr": 3e-3, "train": {**TRAIN, "stack": stack, "precision": precision}, "trust_remote_code": False, "keep_models": True,
               "task": "world", "method": "full", "layout": "single", "prompt_tokens": 4, "tasks_trained": 4,
               "max_eval": 8, **extra}
     config["deepspeed"] = deepspeed_config(config["train"], config["batch"])
@@ -168,3 +169,53 @@ def test_stack_is_in_a_cell_only_when_a_study_sets_it():
     one_at_a_time = [c for c in expand(parse_study({**study, "train": {"stack": 1}})) if c["train"] is not None]
     assert default and all("stack" not in c["train"] for c in default)
     assert all(c["train"]["stack"] == 1 for c in one_at_a_time)
+
+
+def linear_output_dtypes(run) -> set:
+    """(grad enabled, dtype) of every linear layer's output while `run()` trains and evaluates."""
+    seen = set()
+
+    def hook(module, args, output):
+        if isinstance(module, torch.nn.Linear):
+            seen.add((torch.is_grad_enabled(), output.dtype))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("stack", [1, None])
+def test_bf16_mixed_multiplies_in_bf16_and_keeps_weights_and_evaluations_fp32(stack, world_model, tmp_path):
+    """DeepSpeed's `torch_autocast` under `train.precision: bf16-mixed`, stacked and alone: the
+    training forwards' matmuls run in bf16, the evaluations (no grad) in fp32, the saved weights are
+    fp32, and the rows follow fp32 training's to within bf16 rounding without equalling them."""
+    found = {}
+    for precision in ["fp32", "bf16-mixed"]:
+        config = config_for(world_model, stack, precision=precision)
+        assert ("torch_autocast" in config["deepspeed"]) == (precision == "bf16-mixed")
+        out = tmp_path / precision
+        found[precision] = linear_output_dtypes(lambda: found.setdefault(f"{precision} rows", train("sft", config, out)))
+        assert all(load_file(p)[k].dtype == torch.float32 for p in out.rglob("*.safetensors") for k in load_file(p))
+    assert found["fp32"] == {(True, torch.float32), (False, torch.float32)}
+    assert found["bf16-mixed"] == {(True, torch.bfloat16), (False, torch.float32)}
+    (fp32, fp32_sizes), (mixed, sizes) = found["fp32 rows"], found["bf16-mixed rows"]
+    assert sizes == fp32_sizes and (max(sizes) > 1) == (stack is None)  # bf16-mixed stacks as fp32 does
+    assert len(mixed) == len(fp32) > 0
+    losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(fp32, mixed)]
+    assert all(b == pytest.approx(a, rel=0.05) for a, b in losses) and any(a != b for a, b in losses)
+
+
+def test_auto_precision_is_resolved_where_the_trial_trains():
+    from fsv.train.precision import deepspeed_sections, keeps_fp32_weights, native_bf16, resolve
+
+    for explicit in ["fp32", "bf16", "bf16-mixed"]:
+        assert resolve({"precision": explicit, "use_gpu": False})["precision"] == explicit
+    resolved = resolve({"precision": "auto", "use_gpu": False})["precision"]
+    assert resolved == ("bf16-mixed" if native_bf16(False) else "fp32")
+    assert native_bf16(False) == bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    assert [keeps_fp32_weights(p) for p in ["fp32", "bf16", "bf16-mixed", "auto"]] == [True, False, True, True]
+    with pytest.raises(ValueError, match="train.precision='auto'.*resolve"):
+        deepspeed_sections("auto")

@@ -102,15 +102,19 @@ def ray_get(ref):
     return ray.get(ref)
 
 
-def test_zero3_with_two_workers_through_the_service(ray_cluster, tiny_model, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+def test_zero3_with_two_workers_through_the_service(precision, ray_cluster, tiny_model, tmp_path):
+    """ZeRO-3 over two ranks; under bf16-mixed its gradients are reduced in bf16 (DeepSpeed's
+    autocast marks the linear layers' weights so) over gloo."""
     from fsv.train.service import TrainService
 
-    zero3 = {**TRAIN, "workers": 2, "zero_stage": 3}
+    zero3 = {**TRAIN, "workers": 2, "zero_stage": 3, "precision": precision}
     configs = {f"z{seed}": cell(tiny_model, seed, train=zero3) for seed in range(2)}
     with TrainService([(zero3, 1)], str(tmp_path / "ray")):
         results = fit_all(configs, tmp_path, str(tmp_path / "ray"))
     for metrics, dest in results.values():
-        assert "cpu" in metrics["device"] and len(curve(dest)) == 4
+        assert "cpu" in metrics["device"] and metrics["precision"] == precision and len(curve(dest)) == 4
+        assert all(loss == loss for loss in curve(dest))  # no NaN from a reduction in bf16
         assert (next(dest.glob("*/model.safetensors"))).stat().st_size > 10_000  # gathered from both ranks
 
 

@@ -18,7 +18,7 @@ job; a batch is always `batch` pairs, so jobs of every n stack), and the rate sc
 decay of every other regime (`TrainJob.warmup`'s ramp; decay on every weight). The reward margin
 is measured on 64 held-out pairs after each training length.
 
-Used where a stack can run (ZeRO-0, fp32) for a policy starting from the base model; GRPO, the
+Used where a stack can run (ZeRO-0, fp32 weights) for a policy starting from the base model; GRPO, the
 instruction-tuned start and sharded or bf16 training keep trl's own loop (`rlhf.train_loop_per_worker`).
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fsv.train.precision import keeps_fp32_weights
 from fsv.train.worker import TrainJob
 
 HELD_OUT_PAIRS = 64  # the reward margin's pairs: fresh queries, another draw (as the trl path's eval set)
@@ -35,7 +36,7 @@ def uses_fsv_loop(cell: dict) -> bool:
     """Whether the cell's DPO trains here (see the module's docstring) rather than in trl's loop."""
     train = cell["train"]
     return (cell.get("method") == "dpo" and cell["settings"]["start"] == "base"
-            and train.get("zero_stage") == 0 and train.get("precision") == "fp32")
+            and train.get("zero_stage") == 0 and keeps_fp32_weights(train.get("precision", "fp32")))
 
 
 def tokenized_pairs(data, tokenizer) -> list[tuple[list[int], list[int], list[int]]]:

@@ -6,7 +6,7 @@ Two methods, run under the cell's DeepSpeed config on its Ray Train workers:
   candidate labels, and prefers the correct one, except with probability `noise`; the policy learns
   from the n pairs by DPO, its reference the policy where it starts (log-probabilities computed once
   before training on one rank; a frozen copy of the model on several). Its reward margin is
-  measured on held-out pairs (fresh queries, another draw). Where a stack can run (ZeRO-0, fp32,
+  measured on held-out pairs (fresh queries, another draw). Where a stack can run (ZeRO-0, fp32 weights,
   from the base model) the trial's policies train together through the shared loop with trl's
   loss (`fsv.regimes.dpo`); otherwise each is trl's `DPOTrainer`.
 - `grpo`: the reward is verifiable -- the generated label is the correct one -- so trl's
@@ -172,8 +172,10 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    from fsv.train.precision import resolve
     from fsv.train.worker import release_memory
 
+    config = {**config, "train": resolve(config["train"])}  # `auto`: what this worker's device multiplies natively
     torch.set_num_threads(config["train"]["cpus_per_worker"])
     ctx = ray.train.get_context()
     micro = max(1, config["batch"] // ctx.get_world_size())
@@ -192,7 +194,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"evals": json.dumps(rows), "final_train_loss": float(np.mean([r["train_loss"] for r in rows
                                                                                  if r["steps"] == max(config["lengths"])])),
                    "train_tokens": int(np.mean(tokens)) * len(tokens), "jobs": len(tokens),
-                   "train_s": time.time() - t0, "device": "cuda" if config["train"]["use_gpu"] else "cpu", **loaded}
+                   "train_s": time.time() - t0, "device": "cuda" if config["train"]["use_gpu"] else "cpu",
+                   "precision": config["train"]["precision"], **loaded}
         with open(os.path.join(out, "curves.json"), "w") as f:
             json.dump(rows, f)
         checkpoint = ray.train.Checkpoint.from_directory(out) if ctx.get_world_rank() == 0 else None

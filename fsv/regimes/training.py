@@ -178,7 +178,7 @@ def selection_fields(cell: dict, metrics: dict, chance_loss: float) -> dict:
     return {
         "phase": "select", "hparams": json.dumps(cell["hparams"], sort_keys=True), **curve_fields(rows, cell),
         "model_params": int(metrics["params_total"]), "train_loss_chance": chance_loss,
-        "train_s": float(metrics["train_s"]), "device": metrics["device"],
+        "train_s": float(metrics["train_s"]), "device": metrics["device"], "precision": metrics.get("precision"),
         "train_tokens": int(metrics["train_tokens"]) // max(1, int(metrics.get("jobs", 1))),
     }
 

@@ -14,10 +14,11 @@ stacks weights for inference; ensembling libraries share one loss). What stays e
 - gradient clipping is per job (each slice's own norm, as DeepSpeed clips one job), not over the
   stack: DeepSpeed's own clipping is off for a stack and `clip_per_job` does it after `backward`;
 - every job is evaluated and saved from its own slice, copied into its own model.
-A stack runs under a DeepSpeed engine like a single job (ZeRO-0, fp32: the stacked tensors are
-ordinary parameters, gradients are averaged over ranks by DeepSpeed), with the jobs' own loss
-(`TrainJob.objective`, e.g. DPO's) where they share one; other stages, bf16 and mid-run snapshots
-train one job at a time as before (`fsv.train.worker._train_one`).
+A stack runs under a DeepSpeed engine like a single job (ZeRO-0, fp32 weights: the stacked tensors
+are ordinary parameters, gradients are averaged over ranks by DeepSpeed; `bf16-mixed` runs the
+stack's forward under the engine's autocast as it runs a single job's), with the jobs' own loss
+(`TrainJob.objective`, e.g. DPO's) where they share one; other stages, DeepSpeed's bf16 and mid-run
+snapshots train one job at a time as before (`fsv.train.worker._train_one`).
 Equal to one-at-a-time training to float rounding (tests/test_stacked.py); measured in
 `benchmarks/stacked_step.py`.
 """
@@ -28,6 +29,8 @@ import copy
 import time
 from typing import Iterator
 
+from fsv.train.precision import keeps_fp32_weights
+
 # trainable floats held by one stack (each needs its weight, gradient and two Adam moments):
 # 2^24 = 16.8M, 0.27 GB of fp32 state -- 15 world-l sft jobs, a whole sft trial on world-xs/s.
 # Against 2^25, a world-l sft then instruction-tuning trial in one process peaks at 821 MB, not
@@ -37,7 +40,7 @@ STACK_FLOATS = 2**24
 
 def stackable(job, config: dict) -> bool:
     train = config["train"]
-    return (train.get("zero_stage") == 0 and train.get("precision") == "fp32" and train.get("stack") != 1
+    return (train.get("zero_stage") == 0 and keeps_fp32_weights(train.get("precision", "fp32")) and train.get("stack") != 1
             and not job.save_at and job.trainable is None)
 
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from fsv.train import stacked
+from fsv.train import precision, stacked
 
 
 @dataclass
@@ -49,7 +49,7 @@ def deepspeed_config(train: dict, micro_batch: int) -> dict:
         "zero_optimization": {"stage": train["zero_stage"]},
         "zero_allow_untested_optimizer": True,  # a torch optimizer: no fused-Adam build on CPU
         "gradient_clipping": train["grad_clip"] or 0.0,
-        "bf16": {"enabled": train["precision"] == "bf16"},
+        **precision.deepspeed_sections(train["precision"]),
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -101,16 +101,16 @@ def train_loop_per_worker(config: dict) -> None:
     t_start = time.time()
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
-    train = config["train"]
-    if not train["use_gpu"]:
+    if not config["train"]["use_gpu"]:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import torch
 
+    train = precision.resolve(config["train"])  # `auto`: what this worker's device multiplies natively
     torch.set_num_threads(train["cpus_per_worker"])  # Ray sets OMP_NUM_THREADS=1 in workers
     torch.manual_seed(config["seed"])
     t_imported = time.time()
     micro = max(1, config["batch"] // world_size)
-    config = {**config, "deepspeed": deepspeed_config(train, micro)}  # loaders partition under ZeRO-3
+    config = {**config, "train": train, "deepspeed": deepspeed_config(train, micro)}  # loaders partition under ZeRO-3
     module, fn = config["job"].split(":")
     built = getattr(importlib.import_module(module), fn)(config, rank, world_size)
     build_s = time.time() - t_imported
@@ -119,7 +119,7 @@ def train_loop_per_worker(config: dict) -> None:
         build_s += building_s
         train_s = sum(d["train_s"] for d in done)
         metrics = {
-            **done[0]["loaded"], "device": done[0]["device"], "jobs": len(done),
+            **done[0]["loaded"], "device": done[0]["device"], "precision": train["precision"], "jobs": len(done),
             "final_train_loss": sum(d["final_loss"] for d in done) / len(done),
             "train_tokens": sum(d["train_tokens"] for d in done), "train_s": train_s,
             "setup_s": time.time() - t_start - train_s, "import_s": t_imported - t_start, "build_s": build_s,

@@ -6,11 +6,14 @@
   `torch.autocast` (DeepSpeed's own `torch_autocast` section). Evaluations call the module, not the
   engine, so they stay fp32.
 - `auto`: `bf16-mixed` where the worker's device multiplies bf16 natively (a CPU with AVX512-BF16 or
-  AMX, a CUDA GPU with bf16), `fp32` elsewhere: without them bf16 is emulated and slower than fp32.
+  AMX, a CUDA GPU with bf16), `fp32` elsewhere (without a hardware path, bf16 matmuls are converted
+  in software and there is nothing to gain).
 
 On a 2-core CPU with AVX512-BF16, a world-l selection trial trains 1.26x (sft), 2.0x (prompt tuning)
 and 1.62x (instruction tuning) faster under autocast than in fp32 (`python benchmarks/autocast_trial.py
-world-l REGIME`). `auto` is resolved where the trial trains, not where the study is launched (a
+world-l REGIME`), and the default study's 168 selection trials train 1.42x faster, its warm run 1.26x
+(benchmarks/results/quick-2026-12-07-precision.md, which also says what the rounding changes in the
+results). `auto` is resolved where the trial trains, not where the study is launched (a
 cluster's nodes may differ from the laptop that launched it), and each record says what its trial
 trained in (`precision`).
 """

@@ -120,7 +120,8 @@ def _scored_record(study: StudyConfig, cell: dict, section, trials, facts: dict,
                   train_flops=None if fields["train_tokens"] is None else 6.0 * params * fields["train_tokens"],
                   train_loss_chance=source["train_loss_chance"],
                   chance=chance(cell, study), device=source["device"],
-                  precision=source["precision"], status="ok", error=None, attempts=1, wall_s=0.0)
+                  precision=source["precision"] if isinstance(source["precision"], str) else None,  # null before fsv recorded it
+                  status="ok", error=None, attempts=1, wall_s=0.0)
     return record
 
 

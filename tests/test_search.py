@@ -152,7 +152,8 @@ def test_adaptive_searches_list_one_plan_per_fold():
 
 def test_scored_records_come_from_their_groups_trials(tmp_path):
     """measure_groups on hand-written selection records: each scored record takes its fold's rows at
-    the configuration the other fold chose, and names the tasks that chose it."""
+    the configuration the other fold chose, names the tasks that chose it, and carries the precision
+    its trial trained in (null from a record written before fsv recorded it: a resumed study)."""
     from fsv.records import read_records, write_record
     from study.selection import measure_groups
     from study.trial import base_record
@@ -161,13 +162,15 @@ def test_scored_records_come_from_their_groups_trials(tmp_path):
                          "regimes": {"sft": {"n": [2], "lr": [1e-3, 1e-2], "steps": [5, 10]}}})
     cells = expand(study)
     rng = np.random.default_rng(3)
-    for cell in (c for c in cells if c["phase"] == "select"):
+    precision = {}
+    for i, cell in enumerate(c for c in cells if c["phase"] == "select"):
         rows = [{"task": t.name, "fold": fold_of(t), "split": "test", "n": 2, "seed": 0, "steps": L, "n_distinct": 2,
                  "accuracy": float(rng.random()), "label_logprob": -1.0, "n_eval": 8, "train_loss": 0.5, "tokens": 100}
                 for t in WORLD.heldout_tasks for L in (5, 10)]
         record = base_record(cell, "s") | {"phase": "select", "hparams": json.dumps(cell["hparams"]), "status": "ok",
                                            "curves": json.dumps(rows), "model_params": 1000, "device": "cpu",
                                            "train_loss_chance": float(np.log(4))}
+        precision[cell["cell_id"]] = record["precision"] = "bf16-mixed" if i % 2 else None
         write_record(tmp_path, record)
     assert measure_groups(study, str(tmp_path), cells) == []
     frame = read_records(tmp_path)
@@ -178,6 +181,8 @@ def test_scored_records_come_from_their_groups_trials(tmp_path):
         assert set(json.loads(rec.task_accuracy)) == own
         assert own.isdisjoint(json.loads(rec.selected_on))
         assert json.loads(rec.hparams)["steps"] in (5, 10) and rec.train_flops == 6.0 * 1000 * 100
+        recorded = rec.precision if isinstance(rec.precision, str) else None  # pandas reads a null string as NaN
+        assert recorded == precision[json.loads(rec.selection)["trial"]]
     first = pd.read_parquet(tmp_path / "records")
     measure_groups(study, str(tmp_path), cells)  # deriving again writes the same records
     again = pd.read_parquet(tmp_path / "records")

@@ -3,7 +3,7 @@
 bf16 matmuls, fp32 weights, gradients and AdamW state; the evaluations stay fp32), in ONE process,
 twice each, alternating. Reports training and evaluation seconds and how far the two runs' rows lie
 apart at the longest length. Worth it only where the CPU multiplies bf16 natively (AVX512-BF16 or
-AMX; `train.precision: auto` checks): elsewhere bf16 is emulated.
+AMX; `train.precision: auto` checks): elsewhere bf16 matmuls have no hardware path.
 
     python benchmarks/autocast_trial.py world-l instruction_tuning   # regimes: sft prompt_tuning instruction_tuning
 """

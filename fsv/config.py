@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fsv.errors import ConfigError, did_you_mean
+from fsv.train.precision import PRECISIONS
 from fsv.world.config import PRESETS as WORLD_PRESETS
 
 DESCRIPTIONS = ["none", "model", "human"]
@@ -96,7 +97,7 @@ class TrainSection(Strict):
     per_model: dict[str, PlacementOverride] = Field({}, description="model -> {zero_stage, workers, gpu_fraction}")
     gpu_fraction: float | None = Field(None, gt=0, le=1, description="share of one GPU each single-worker trial "
                                        "asks for (GPU studies); default: by parameter count (fsv/models/placement.py)")
-    precision: Literal["fp32", "bf16", "bf16-mixed", "auto"] = Field(
+    precision: Literal[PRECISIONS] = Field(
         "fp32", description="fp32 | bf16 (DeepSpeed bf16: bf16 weights, fp32 master copy) | bf16-mixed (fp32 "
         "weights, bf16 matmuls under autocast) | auto (bf16-mixed where the worker's device has native bf16, "
         "else fp32); see fsv/train/precision.py")

@@ -41,7 +41,8 @@ def measure_groups(study: StudyConfig, root: str, cells: list[dict]) -> list[dic
 
     records = read_records(root)
     trials = trials_by_group(records)
-    facts = records.set_index("cell_id")[["model_params", "train_loss_chance", "device", "precision"]].to_dict("index")
+    facts = records.set_index("cell_id")[["model_params", "train_loss_chance", "device", "precision"]]
+    facts = facts.astype(object).where(facts.notna(), None).to_dict("index")  # a null stays null (not NaN) when copied
     existing = records[records["phase"] == "measure"].set_index("cell_id").to_dict("index")
     widened = []
     for group, scored in _scored_by_group(cells).items():
@@ -120,8 +121,7 @@ def _scored_record(study: StudyConfig, cell: dict, section, trials, facts: dict,
                   train_flops=None if fields["train_tokens"] is None else 6.0 * params * fields["train_tokens"],
                   train_loss_chance=source["train_loss_chance"],
                   chance=chance(cell, study), device=source["device"],
-                  precision=source["precision"] if isinstance(source["precision"], str) else None,  # null before fsv recorded it
-                  status="ok", error=None, attempts=1, wall_s=0.0)
+                  precision=source["precision"], status="ok", error=None, attempts=1, wall_s=0.0)
     return record
 
 

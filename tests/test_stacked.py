@@ -171,8 +171,9 @@ def test_stack_is_in_a_cell_only_when_a_study_sets_it():
     assert all(c["train"]["stack"] == 1 for c in one_at_a_time)
 
 
-def linear_output_dtypes(run) -> set:
-    """(grad enabled, dtype) of every linear layer's output while `run()` trains and evaluates."""
+def linear_output_dtypes(run) -> tuple[object, set]:
+    """What `run()` returns, and the (grad enabled, dtype) of every linear layer's output while it
+    trains and evaluates."""
     seen = set()
 
     def hook(module, args, output):
@@ -181,10 +182,10 @@ def linear_output_dtypes(run) -> set:
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
-        run()
+        result = run()
     finally:
         handle.remove()
-    return seen
+    return result, seen
 
 
 @pytest.mark.parametrize("stack", [1, None])
@@ -192,16 +193,16 @@ def test_bf16_mixed_multiplies_in_bf16_and_keeps_weights_and_evaluations_fp32(st
     """DeepSpeed's `torch_autocast` under `train.precision: bf16-mixed`, stacked and alone: the
     training forwards' matmuls run in bf16, the evaluations (no grad) in fp32, the saved weights are
     fp32, and the rows follow fp32 training's to within bf16 rounding without equalling them."""
-    found = {}
+    trained, dtypes = {}, {}
     for precision in ["fp32", "bf16-mixed"]:
         config = config_for(world_model, stack, precision=precision)
         assert ("torch_autocast" in config["deepspeed"]) == (precision == "bf16-mixed")
         out = tmp_path / precision
-        found[precision] = linear_output_dtypes(lambda: found.setdefault(f"{precision} rows", train("sft", config, out)))
+        trained[precision], dtypes[precision] = linear_output_dtypes(lambda: train("sft", config, out))
         assert all(load_file(p)[k].dtype == torch.float32 for p in out.rglob("*.safetensors") for k in load_file(p))
-    assert found["fp32"] == {(True, torch.float32), (False, torch.float32)}
-    assert found["bf16-mixed"] == {(True, torch.bfloat16), (False, torch.float32)}
-    (fp32, fp32_sizes), (mixed, sizes) = found["fp32 rows"], found["bf16-mixed rows"]
+    assert dtypes["fp32"] == {(True, torch.float32), (False, torch.float32)}
+    assert dtypes["bf16-mixed"] == {(True, torch.bfloat16), (False, torch.float32)}
+    (fp32, fp32_sizes), (mixed, sizes) = trained["fp32"], trained["bf16-mixed"]
     assert sizes == fp32_sizes and (max(sizes) > 1) == (stack is None)  # bf16-mixed stacks as fp32 does
     assert len(mixed) == len(fp32) > 0
     losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(fp32, mixed)]

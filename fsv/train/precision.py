@@ -20,7 +20,8 @@ trained in (`precision`).
 
 from __future__ import annotations
 
-PRECISIONS = ("fp32", "bf16", "bf16-mixed", "auto")
+RESOLVED = ("fp32", "bf16", "bf16-mixed")  # what a worker trains in
+PRECISIONS = (*RESOLVED, "auto")  # what a study may ask for (fsv.config.TrainSection.precision)
 
 
 def keeps_fp32_weights(precision: str) -> bool:
@@ -47,8 +48,8 @@ def resolve(train: dict) -> dict:
 
 def deepspeed_sections(precision: str) -> dict:
     """The DeepSpeed config's sections for a resolved precision."""
-    if precision not in PRECISIONS[:3]:
-        raise ValueError(f"train.precision={precision!r} reached DeepSpeed unresolved; accepted: {PRECISIONS[:3]} "
+    if precision not in RESOLVED:
+        raise ValueError(f"train.precision={precision!r} reached DeepSpeed unresolved; accepted: {RESOLVED} "
                          "(fsv.train.precision.resolve turns 'auto' into one of them on the worker)")
     sections = {"bf16": {"enabled": precision == "bf16"}}
     if precision == "bf16-mixed":

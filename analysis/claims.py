@@ -97,7 +97,7 @@ def _lester(measures, resampler, settings):
     measure = "slope of acc(sft) - acc(prompt tuning) at the largest n on log10 params"
     full, prompt = measures.finetune.get("sft", {}), measures.finetune.get("prompt_tuning", {})
     values = {}
-    for instance in set(full) & set(prompt):
+    for instance in sorted(set(full) & set(prompt)):
         n_full, a_full, s_full = _last_level(full[instance])
         n_prompt, a_prompt, s_prompt = _last_level(prompt[instance])
         if n_full == n_prompt:

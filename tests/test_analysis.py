@@ -530,3 +530,33 @@ def test_a_regime_that_never_fits_its_training_objective_is_named_in_the_law_sec
     assert "sft did not fit" not in report and "## Did each regime fit its objective?" in report
     with pytest.raises(ValueError, match="fit_share"):
         AnalysisSettings(fit_share=0.0)
+
+
+# Two pretraining instances per size, sft and prompt tuning: every claim over instances has a size with
+# more than one instance in it, where an unordered set of instance names would reorder the draws.
+REPLICATED = SyntheticSpec(models=("tiny", "small", "medium"), params=(50_000, 400_000, 3_200_000),
+                           strengths=(0.04, 0.07, 0.12), laws=(("sft", 2.0, -1.0), ("prompt_tuning", 4.0, -0.8)),
+                           ks=(0, 1, 4), ns=(2, 8, 32), seeds=(0, 1), tasks=("t",), pretrain_seeds=(0, 1),
+                           instance_sd=0.2, select=False, descriptions=False)
+
+
+def test_analysis_repeats_across_processes_with_other_hash_seeds(tmp_path):
+    """Python salts str hashes per process: nothing the analysis reports may follow a set's order."""
+    import os
+    import subprocess
+    import sys
+
+    study_dir = tmp_path / "replicated"
+    write_synthetic_study(study_dir, REPLICATED, seed=0)
+    script = ("import sys; from analysis import AnalysisSettings, analyze; "
+              "analyze(sys.argv[1], out=sys.argv[2], seed=0, settings=AnalysisSettings(bootstrap_resamples=50, figures=False))")
+    outputs = []
+    for hash_seed in ("1", "2", "3"):
+        out = tmp_path / f"hash-{hash_seed}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", script, str(study_dir), str(out)], env=env, check=True,
+                       cwd=Path(__file__).resolve().parents[1])
+        outputs.append(strict_json(out / "fits.json"))
+    lester = [row for row in outputs[0]["literature_claims"] if row["source"] == "Lester et al. 2021"]
+    assert lester and lester[0]["effect"] is not None  # the claim is tested on this study, not skipped
+    assert outputs[1] == outputs[0] and outputs[2] == outputs[0]

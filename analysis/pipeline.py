@@ -33,7 +33,7 @@ from analysis.series import (
     main_series_rows, series_order, training_rows,
 )
 from analysis.summaries import (
-    description_worth_table, exchange_summary, objective_fit_table, regimes_agree, selection_table, variance_split,
+    description_worth_table, exchange_summary, objective_fit_table, regimes_agree, search_edge_table, selection_table, variance_split,
 )
 from analysis.settings import AnalysisSettings, coerce_settings
 
@@ -59,6 +59,7 @@ class StudyMeasures:
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)
     selection: pd.DataFrame = field(default_factory=pd.DataFrame)  # phase "select" trials, for a figure
     objective_fit: pd.DataFrame = field(default_factory=pd.DataFrame)  # did each regime fit its objective
+    search_edges: pd.DataFrame = field(default_factory=pd.DataFrame)  # scored choices at an end of their search
     agreement: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -78,6 +79,7 @@ def measure_study(records: pd.DataFrame, settings: AnalysisSettings, seed: int) 
     result.claims = literature_claims(result, records, resampler, settings)
     result.selection = selection_table(selection, training)
     result.objective_fit = objective_fit_table(selection, settings.fit_share, result.models)
+    result.search_edges = search_edge_table(training, result.models)
     result.notes += _fit_notes(result)
     return result
 

@@ -63,6 +63,7 @@ def write_report(path: Path, study: StudyRecords, measures, document: dict, tabl
         _trust_section(study, measures),
         _law_section(measures, document),
         _objective_section(tables, settings),
+        _edge_section(tables),
         _claims_section(tables),
         _icl_section(measures, tables),
         _finetune_section(measures, tables),
@@ -121,6 +122,10 @@ def _law_section(measures, document: dict) -> str:
             lines.append(f"  - **{series.split(':')[0]} did not fit its training objective on {len(models)} instance(s)** "
                          f"({', '.join(models)}): there its sample need measures a regime that has not trained "
                          "(see \"Did each regime fit its objective?\").")
+        at_end = _longest_share(measures.search_edges, series)
+        if at_end:
+            lines.append(f"  - {at_end[0]} of its {at_end[1]} scored cells chose the longest length searched: there its "
+                         "accuracy is a lower bound and its N* an upper bound (see \"Did each search contain its choice?\").")
     lines += ["", measures.agreement]
     rows = [{"series": s, "verdict": e["verdict"],
              "Kendall tau [CI]": with_interval(e["tau"], e["tau_ci_low"], e["tau_ci_high"]),
@@ -153,6 +158,47 @@ def _objective_section(tables, settings: AnalysisSettings) -> str:
             f"adaptations) must be at most {number(settings.fit_share)} of chance (ln C for the labels, ln 2 for "
             "DPO's preferences). Selection may still stop earlier: a shorter length chosen on validation is early "
             "stopping, not a failure to fit.\n\n" + markdown_table(rows) + "\n")
+
+
+def _edge_section(tables) -> str:
+    table = tables.get("search_edges")
+    if table is None or table.empty:
+        return ""
+    rows = []
+    for (series, model), group in table.groupby(["series", "model"], sort=False):
+        edges = group[group["hyperparameter"] != "-"]
+        rows.append({"series": series, "instance": model, "scored cells": int(group["scored"].iloc[0]),
+                     "chosen at an end": "; ".join(f"{h} {e}: {c}" for h, e, c in
+                                                  zip(edges["hyperparameter"], edges["end"], edges["cells"])) or "-"})
+    return ("## Did each search contain its choice?\n\nEvery scored cell runs the configuration chosen on "
+            "validation among what its search ran (rates widened as `search.widen` says). A choice at an end of "
+            "a searched range says the best may lie beyond it: at the longest length the regime might score "
+            "higher trained longer, so its accuracy there is a lower bound on what its recipe reaches and its N* "
+            "an upper bound; at the lowest or highest rate, the same for the rate. The shortest length is the "
+            "first evaluation of each run (early stopping). A cell can sit at an end of two ranges at once.\n\n"
+            + "\n".join(f"- {line}" for line in edge_sentences(table)) + "\n\n" + markdown_table(pd.DataFrame(rows)) + "\n")
+
+
+def _longest_share(table: pd.DataFrame, series: str) -> tuple[int, int] | None:
+    """(cells at the longest length, scored cells) of `series`, or None when none chose it."""
+    if table.empty:
+        return None
+    group = table[table["series"] == series]
+    longest = int(group.loc[(group["hyperparameter"] == "steps") & (group["end"] == "longest"), "cells"].sum())
+    return (longest, int(group.drop_duplicates("model")["scored"].sum())) if longest else None
+
+
+def edge_sentences(table: pd.DataFrame) -> list[str]:
+    """Per series: how many scored cells chose the longest length, and how many an end of a rate."""
+    out = []
+    for series, group in table.groupby("series", sort=False):
+        scored = int(group.drop_duplicates("model")["scored"].sum())
+        longest = int(group.loc[(group["hyperparameter"] == "steps") & (group["end"] == "longest"), "cells"].sum())
+        others = group[~group["hyperparameter"].isin(["-", "steps"])]
+        ends = int(others["cells"].sum())
+        out.append(f"{series}: {longest} of {scored} scored cells chose the longest length searched; "
+                   f"{ends} chose an end of another searched range ({', '.join(sorted(set(others['hyperparameter']))) or 'none'}).")
+    return out
 
 
 def _claims_section(tables) -> str:

@@ -12,6 +12,7 @@ fits.json (valid JSON; NaN and +-inf are written as null; no timestamps, so a se
                instances_ranked, exponent, ci_low, ci_high, prefactor, r2, n_models, models, excluded,
                interval_df, bootstrap_valid_fraction, ci_models_low, ci_models_high, tau_logprob, ...}},
   regimes_agree, description_worth[], variance_split[], literature_claims[],
+  search_edges[{series, model, hyperparameter, end, cells, scored, share}],
   zero_shot_descriptions[{source, model, description, accuracy, ci_low, ci_high, ...}], notes[].
 """
 
@@ -102,6 +103,7 @@ def fits_document(study: StudyRecords, measures, settings: AnalysisSettings, see
         "description_worth": measures.worth.to_dict(orient="records"),
         "variance_split": measures.variance.to_dict(orient="records"),
         "literature_claims": measures.claims.to_dict(orient="records"),
+        "search_edges": measures.search_edges.to_dict(orient="records"),
         "zero_shot_descriptions": [
             {k: whole(v) if k in ("model_params", "n") else v for k, v in row.items()}
             for row in measures.descriptions.to_dict(orient="records")
@@ -208,7 +210,7 @@ def law_entry(law: LawResult) -> dict:
 
 TABLES = ("records", "missing_cells", "failed_cells", "acc_k", "icl_strength", "acc_n", "finetune_fits",
           "sample_need", "exchange_rate", "exchange_summary", "law", "zero_shot_descriptions", "description_worth",
-          "variance_split", "literature_claims", "selection", "objective_fit")
+          "variance_split", "literature_claims", "selection", "objective_fit", "search_edges")
 
 
 def tables(study: StudyRecords, measures) -> dict[str, pd.DataFrame]:
@@ -237,6 +239,7 @@ def tables(study: StudyRecords, measures) -> dict[str, pd.DataFrame]:
     out["literature_claims"] = measures.claims
     out["selection"] = measures.selection
     out["objective_fit"] = measures.objective_fit
+    out["search_edges"] = measures.search_edges
     return {name: _flat(table) for name, table in out.items()}
 
 

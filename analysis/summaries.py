@@ -17,6 +17,10 @@ regimes agree.
   lowest training loss its search reached (at the longest length, over its trials) against the
   objective's chance level. A regime is measured only after it has fit its objective; where it did
   not, its sample need measures a regime that has not trained, and the report says so.
+- `search_edge_table`: where each scored cell's chosen configuration lies in what its search ran
+  (the `selection` field fsv.search writes: `on_edge`, `explored`, `lengths`): per series, instance,
+  hyperparameter and end (lowest / highest; a length's shortest / longest), how many scored cells
+  chose that end. A choice at an end says the best may lie beyond the search.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from analysis.bootstrap import build_curve, percentile_interval
 from analysis.instances import task_rows, text_of
 from analysis.measures import description_worth, level_means
 from analysis.monotone import censoring
-from analysis.series import DESCRIPTION_VARIANTS, TRAINING_REGIMES, description_of
+from analysis.series import DESCRIPTION_VARIANTS, TRAINING_REGIMES, description_of, series_order
 
 HIERARCHY = ("pretraining instance", "training seed", "task")
 
@@ -197,6 +201,57 @@ def objective_fit_table(selection: pd.DataFrame, fit_share: float, models: list[
     rank = {r: i for i, r in enumerate(TRAINING_REGIMES)} | {m: i for i, m in enumerate(models)}
     table = table.sort_values(["regime", "method", "instance"], key=lambda c: c.map(lambda v: (rank.get(v, len(rank)), v)))
     return table.rename(columns={"instance": "model"}).reset_index(drop=True)
+
+
+def search_edge_table(training: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """One row per (series, instance, hyperparameter, end) that a scored cell chose, in series then
+    instance order: `cells` chose that end of what was searched, of `scored` cells that were selected
+    (rows without a `selection`, written before fsv searched, are left out). Every selected
+    (series, instance) has a row; one whose choices all lay inside has hyperparameter "-"."""
+    if training.empty or "selection" not in training.columns:
+        return pd.DataFrame()
+    ends, scored = {}, {}
+    for series, instance, selection, hparams in zip(training["series"], training["instance"],
+                                                    training["selection"], training["hparams"]):
+        chosen, searched = _json_dict(hparams), _json_dict(selection)
+        if not searched:
+            continue
+        key = (series, instance)
+        scored[key] = scored.get(key, 0) + 1
+        for name in searched.get("on_edge") or []:
+            end = (series, instance, name, _end(name, chosen, searched))
+            ends[end] = ends.get(end, 0) + 1
+    rows = [{"series": s, "model": m, "hyperparameter": h, "end": e, "cells": c, "scored": scored[(s, m)]}
+            for (s, m, h, e), c in ends.items()]
+    rows += [{"series": s, "model": m, "hyperparameter": "-", "end": "-", "cells": 0, "scored": n}
+             for (s, m), n in scored.items() if not any(r["series"] == s and r["model"] == m for r in rows)]
+    if not rows:
+        return pd.DataFrame()
+    rank = {m: i for i, m in enumerate(models)}
+    order = {s: i for i, s in enumerate(series_order(training["series"]))}
+    frame = pd.DataFrame(rows)
+    frame["share"] = frame["cells"] / frame["scored"]
+    keys = (frame["series"].map(order), frame["model"].map(lambda m: rank.get(m, len(rank))), frame["hyperparameter"], frame["end"])
+    frame = frame.assign(_a=keys[0], _b=keys[1]).sort_values(["_a", "_b", "hyperparameter", "end"])
+    return frame.drop(columns=["_a", "_b"]).reset_index(drop=True)
+
+
+def _json_dict(text) -> dict:
+    value = json.loads(text) if isinstance(text, str) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _end(name: str, chosen: dict, searched: dict) -> str:
+    """Which end of hyperparameter `name`'s searched values the chosen configuration took."""
+    if name == "steps":
+        values, low, high = searched.get("lengths") or [], "shortest", "longest"
+    else:
+        values, low, high = (searched.get("explored") or {}).get(name) or [], "lowest", "highest"
+    value = chosen.get(name)
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    if not numbers or not isinstance(value, (int, float)):
+        return "edge"
+    return low if value <= min(numbers) else high if value >= max(numbers) else "edge"
 
 
 def unfit_regimes(table: pd.DataFrame) -> dict[str, list[str]]:

@@ -560,3 +560,40 @@ def test_analysis_repeats_across_processes_with_other_hash_seeds(tmp_path):
     lester = [row for row in outputs[0]["literature_claims"] if row["source"] == "Lester et al. 2021"]
     assert lester and lester[0]["effect"] is not None  # the claim is tested on this study, not skipped
     assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
+
+
+def test_choices_at_an_end_of_their_search_are_counted_and_reported(tmp_path):
+    """Scored sft records whose selection sits at the longest length and the highest rate searched
+    (fsv.search's `selection` field) are counted per instance and end, in a table, in fits.json, and
+    beside the law; a series whose choices all lie inside is listed with none."""
+    from analysis.synthetic import cells_listing, synthetic_records
+    from fsv.records import write_text
+
+    spec = SyntheticSpec(laws=(("sft", 2.0, -1.0), ("instruction_tuning", 1.0, -0.8)), descriptions=False)
+    records = synthetic_records(spec, 0)
+    scored = lambda regime: [r for r in records if r["regime"] == regime and r["phase"] == "measure"]  # noqa: E731
+    sft = scored("sft")
+    searched = {"explored": {"lr": [1e-4, 1e-3, 1e-2]}, "lengths": [4, 8, 16], "val_accuracy": 0.5}
+    for i, record in enumerate(sft):  # every other cell: the longest length; every fourth: the highest rate too
+        on_edge = (["steps"] if i % 2 == 0 else []) + (["lr"] if i % 4 == 0 else [])
+        record["selection"] = json.dumps({**searched, "on_edge": on_edge})
+        record["hparams"] = json.dumps({"lr": 1e-2 if "lr" in on_edge else 1e-3, "steps": 16 if "steps" in on_edge else 8})
+    study_dir = tmp_path / "study"
+    for record in records:
+        write_record(study_dir, record)
+    write_text(study_dir, "cells.json", json.dumps(cells_listing(spec, records)))
+    out = analyze(study_dir, settings=NO_FIGURES)
+    longest, highest = len(sft[::2]), len(sft[::4])
+    table = pd.read_csv(out / "tables" / "search_edges.csv")
+    edges = table[table["series"] == "sft"].groupby(["hyperparameter", "end"])["cells"].sum().to_dict()
+    assert edges == {("lr", "highest"): highest, ("steps", "longest"): longest}
+    per_instance = table[table["series"] == "sft"].drop_duplicates("model")["scored"]
+    assert per_instance.sum() == len(sft) and len(per_instance) == len(spec.models)
+    inside = table[table["series"] == "instruction_tuning"]
+    assert set(inside["hyperparameter"]) == {"-"} and inside["cells"].eq(0).all()
+    fits = strict_json(out / "fits.json")
+    assert sum(r["cells"] for r in fits["search_edges"] if r["series"] == "sft" and r["end"] == "longest") == longest
+    report = (out / "report.md").read_text()
+    assert "## Did each search contain its choice?" in report
+    assert f"{longest} of its {len(sft)} scored cells chose the longest length searched" in report
+    assert f"instruction_tuning: 0 of {len(scored('instruction_tuning'))} scored cells chose the longest" in report

@@ -60,6 +60,8 @@ def test_grid_search_selects_on_validation_and_widens_its_edge(tmp_path, ray_clu
     assert longer <= set(lrs) and len(longer) == len(lengths) - len(short)
     assert len(scored) == 2 * 2 * 2  # n x seeds x folds
     assert set(frame.precision) == {"fp32"}  # the default, recorded on selection and scored records alike
+    for records in (select, scored):  # one adaptation's compute, on selection and scored records alike
+        assert (records.train_tokens > 0).all() and (records.train_flops == 6.0 * records.model_params * records.train_tokens).all()
     world = World(preset(WORLD["preset"], seed=WORLD["seed"]))
     for rec in scored.itertuples():
         selection = json.loads(rec.selection)

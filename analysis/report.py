@@ -122,9 +122,9 @@ def _law_section(measures, document: dict) -> str:
             lines.append(f"  - **{series.split(':')[0]} did not fit its training objective on {len(models)} instance(s)** "
                          f"({', '.join(models)}): there its sample need measures a regime that has not trained "
                          "(see \"Did each regime fit its objective?\").")
-        at_end = _longest_share(measures.search_edges, series)
-        if at_end:
-            lines.append(f"  - {at_end[0]} of its {at_end[1]} scored cells chose the longest length searched: there its "
+        longest, scored = _longest_share(measures.search_edges, series)
+        if longest:
+            lines.append(f"  - {longest} of its {scored} scored cells chose the longest length searched: there its "
                          "accuracy is a lower bound and its N* an upper bound (see \"Did each search contain its choice?\").")
     lines += ["", measures.agreement]
     rows = [{"series": s, "verdict": e["verdict"],
@@ -179,25 +179,24 @@ def _edge_section(tables) -> str:
             + "\n".join(f"- {line}" for line in edge_sentences(table)) + "\n\n" + markdown_table(pd.DataFrame(rows)) + "\n")
 
 
-def _longest_share(table: pd.DataFrame, series: str) -> tuple[int, int] | None:
-    """(cells at the longest length, scored cells) of `series`, or None when none chose it."""
+def _longest_share(table: pd.DataFrame, series: str) -> tuple[int, int]:
+    """(scored cells of `series` that chose the longest length searched, its scored cells)."""
     if table.empty:
-        return None
+        return 0, 0
     group = table[table["series"] == series]
     longest = int(group.loc[(group["hyperparameter"] == "steps") & (group["end"] == "longest"), "cells"].sum())
-    return (longest, int(group.drop_duplicates("model")["scored"].sum())) if longest else None
+    return longest, int(group.drop_duplicates("model")["scored"].sum())
 
 
 def edge_sentences(table: pd.DataFrame) -> list[str]:
-    """Per series: how many scored cells chose the longest length, and how many an end of a rate."""
+    """Per series: how many scored cells chose the longest length, and how many an end of another range."""
     out = []
     for series, group in table.groupby("series", sort=False):
-        scored = int(group.drop_duplicates("model")["scored"].sum())
-        longest = int(group.loc[(group["hyperparameter"] == "steps") & (group["end"] == "longest"), "cells"].sum())
+        longest, scored = _longest_share(table, series)
         others = group[~group["hyperparameter"].isin(["-", "steps"])]
-        ends = int(others["cells"].sum())
+        names = ", ".join(sorted(set(others["hyperparameter"]))) or "none"
         out.append(f"{series}: {longest} of {scored} scored cells chose the longest length searched; "
-                   f"{ends} chose an end of another searched range ({', '.join(sorted(set(others['hyperparameter']))) or 'none'}).")
+                   f"{int(others['cells'].sum())} chose an end of another searched range ({names}).")
     return out
 
 

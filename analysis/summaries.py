@@ -223,17 +223,16 @@ def search_edge_table(training: pd.DataFrame, models: list[str]) -> pd.DataFrame
             ends[end] = ends.get(end, 0) + 1
     rows = [{"series": s, "model": m, "hyperparameter": h, "end": e, "cells": c, "scored": scored[(s, m)]}
             for (s, m, h, e), c in ends.items()]
+    with_edges = {(s, m) for s, m, _, _ in ends}
     rows += [{"series": s, "model": m, "hyperparameter": "-", "end": "-", "cells": 0, "scored": n}
-             for (s, m), n in scored.items() if not any(r["series"] == s and r["model"] == m for r in rows)]
+             for (s, m), n in scored.items() if (s, m) not in with_edges]
     if not rows:
         return pd.DataFrame()
-    rank = {m: i for i, m in enumerate(models)}
-    order = {s: i for i, s in enumerate(series_order(training["series"]))}
-    frame = pd.DataFrame(rows)
-    frame["share"] = frame["cells"] / frame["scored"]
-    keys = (frame["series"].map(order), frame["model"].map(lambda m: rank.get(m, len(rank))), frame["hyperparameter"], frame["end"])
-    frame = frame.assign(_a=keys[0], _b=keys[1]).sort_values(["_a", "_b", "hyperparameter", "end"])
-    return frame.drop(columns=["_a", "_b"]).reset_index(drop=True)
+    frame = pd.DataFrame(rows).assign(share=lambda f: f["cells"] / f["scored"])
+    rank = {s: i for i, s in enumerate(series_order(training["series"]))} | {m: i for i, m in enumerate(models)}
+    frame = frame.sort_values(["series", "model", "hyperparameter", "end"],
+                              key=lambda c: c.map(lambda v: (rank.get(v, len(rank)), v)))
+    return frame.reset_index(drop=True)
 
 
 def _json_dict(text) -> dict:

@@ -5,8 +5,18 @@ it rewrites one line; in a log it prints a line every 10 %.
 
 The ETA: every cell has an expected cost from its kind (regime, model size, k or steps); once
 cells of a kind finish, their measured mean replaces the guess for that kind, and kinds not yet
-seen are scaled by what their family (training / in-context) measured so far against its guess
-(a family with none measured yet is scaled like the others: the machine's pace is shared).
+seen are scaled by what their regime measured so far against its guess, else their family
+(training / in-context), else the others (the machine's pace is shared). A training cell's guess is
+its adaptation-steps x batch x (parameters + a per-step cost worth 0.04M of them): a world-xs step is
+mostly that fixed cost, a world-l step mostly arithmetic. Against the 2026-12-07 runs' records, the
+selection phase's ETA read 0.31 of the time left (median over its trials) with a guess of (1 +
+parameters) and the training family's ratio; it reads 0.77 and 0.92 of it on the fp32 and
+bf16-mixed runs with the regime's ratio and this guess (10th-90th percentiles 0.56-1.65 and
+0.62-1.96; `benchmarks/eta_replay.py`): the default grid runs regime by regime, so instruction
+tuning and DPO, 4-7x sft's seconds a step, used to be priced at sft's pace until their own trials
+finished. Counting every cell alike reads 0.70 and 0.85 there (0.53-1.14, 0.67-1.33): in a phase of
+training trials only, this model's median is closer and its spread wider; it is kept for the phases
+that mix quick in-context cells with training cells, where counting promised the end minutes early.
 ETA = trial time x (expected cost of the cells left) / (cost of the cells done), where trial time runs
 from the first trial's start (not the run's: the minutes a model pretrains before its first trial
 said nothing about the trials' pace, and counting them once made a run's first in-context cell
@@ -24,7 +34,7 @@ import time
 from ray.tune import Callback
 
 # a guess (seconds on 2 cores) before any cell of a kind finishes; measured means replace it
-IN_CONTEXT_S, TRAIN_FIXED_S, STEP_S_PER_M = 2.0, 2.0, 0.02
+IN_CONTEXT_S, TRAIN_FIXED_S, STEP_S_PER_M, STEP_FIXED_M = 2.0, 2.0, 0.02, 0.04
 WORLD_HELDOUT = 8  # held-out tasks of the quick world: one adaptation each
 SINGLE_TASK = ("sft", "prompt_tuning")  # regimes adapting one model per task
 
@@ -73,7 +83,8 @@ def guess(cell: dict) -> float:
     evaluate = IN_CONTEXT_S * (1 + size / 10) * (1 + (cell.get("k") or 0) / 16)
     if cell.get("train") is None:
         return evaluate
-    return TRAIN_FIXED_S + longest(cell) * adaptations(cell) * STEP_S_PER_M * (1 + size) + evaluate
+    batch = (cell.get("settings") or {}).get("batch") or 8
+    return TRAIN_FIXED_S + longest(cell) * adaptations(cell) * batch / 8 * STEP_S_PER_M * (STEP_FIXED_M + size) + evaluate
 
 
 class CostModel:
@@ -92,8 +103,9 @@ class CostModel:
         if key in self.measured:
             return statistics.mean(self.measured[key])
         ratios = {k: statistics.mean(v) / self.guesses[k] for k, v in self.measured.items()}
-        family = [r for k, r in ratios.items() if k[0] == key[0]] or list(ratios.values())  # else: this machine's pace
-        return guess(cell) * (statistics.median(family) if family else 1.0)
+        similar = ([r for k, r in ratios.items() if k[:2] == key[:2]] or [r for k, r in ratios.items() if k[0] == key[0]]
+                   or list(ratios.values()))  # its regime, else its family, else this machine's pace
+        return guess(cell) * (statistics.median(similar) if similar else 1.0)
 
 
 class Progress(Callback):

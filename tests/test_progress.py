@@ -28,6 +28,33 @@ def test_measured_cells_correct_their_kind_and_their_family():
     assert costs.cost(in_context(0)) == pytest.approx(guess(in_context(0)) * 40.0 / guess(training(0)))
 
 
+def test_an_unmeasured_kind_goes_at_its_own_regimes_pace_before_its_familys():
+    """sft measured at its guess, instruction tuning at 4x its guess: another instruction-tuning kind
+    is priced at 4x, not at the training family's median; a regime not measured at all at the
+    family's median."""
+    costs = CostModel()
+    sft, tuned = training(0), {**training(1), "regime": "instruction_tuning"}
+    for cell, ratio in ((sft, 1.0), (training(2, steps=60), 1.0), (tuned, 4.0)):
+        costs.add(cell, ratio * guess(cell))
+    larger = {**training(3, model="world-l"), "regime": "instruction_tuning"}
+    assert costs.cost(larger) == pytest.approx(4.0 * guess(larger))
+    unseen = {**training(4, model="world-l"), "regime": "rlhf"}
+    assert costs.cost(unseen) == pytest.approx(1.0 * guess(unseen))
+
+
+def test_a_training_guess_grows_with_batch_and_parameters_over_a_fixed_step_cost():
+    from study.progress import STEP_FIXED_M, params_m
+
+    def steps_part(cell):  # the guess less what a cell of no steps costs (start-up, evaluation)
+        return guess(cell) - guess({**cell, "settings": {**cell["settings"], "steps": [0]}})
+
+    small, large = training(0), training(1, model="world-l")
+    doubled = {**small, "settings": {**small["settings"], "batch": 16}}
+    ratio = (STEP_FIXED_M + params_m("world-l")) / (STEP_FIXED_M + params_m("world-xs"))
+    assert steps_part(large) / steps_part(small) == pytest.approx(ratio) and ratio > 10
+    assert steps_part(doubled) == pytest.approx(2 * steps_part(small))
+
+
 def test_a_multi_task_regime_adapts_one_model_per_n_and_seed_not_per_task():
     world = {"preset": "quick", "seed": 0}
     sft = {**training(0), "world": world}
@@ -39,7 +66,7 @@ def test_a_multi_task_regime_adapts_one_model_per_n_and_seed_not_per_task():
 
 
 def test_eta_counts_the_training_cells_left_after_quick_in_context_cells():
-    cells = [in_context(i) for i in range(20)] + [training(i) for i in range(10)]
+    cells = [in_context(i) for i in range(20)] + [training(i, steps=300, model="world-l") for i in range(10)]
     progress = Progress(cells)
     progress.first_start = time.time() - 20  # 20 in-context cells in 20 s
     for cell in cells[:20]:

@@ -139,8 +139,7 @@ def selection_table(selection: pd.DataFrame, training: pd.DataFrame) -> pd.DataF
 
 
 def _lr(text) -> float | None:
-    value = json.loads(text) if isinstance(text, str) else None
-    lr = value.get("lr") if isinstance(value, dict) else None
+    lr = _json_dict(text).get("lr")
     return float(lr) if isinstance(lr, (int, float)) else None
 
 

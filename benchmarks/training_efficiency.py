@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-PER_TASK = ("sft", "prompt_tuning")  # one adaptation per (n, seed, task); the others adapt per (n, seed)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fsv.records import training_flops  # noqa: E402
+from study.progress import adaptations  # noqa: E402
 
 
 def gemm_rate() -> float:
@@ -45,17 +49,11 @@ def gemm_rate() -> float:
     return best
 
 
-def adaptations(regime: str, curves: str) -> int:
-    """How many adaptations a selection trial trained: its evaluation rows' distinct jobs."""
-    rows = json.loads(curves)
-    return len({(r["n"], r["seed"]) + ((r.get("task"),) if regime in PER_TASK else ()) for r in rows})
-
-
 def trial_flops(study_dir: str) -> pd.DataFrame:
     frame = pd.read_parquet(Path(study_dir) / "records")
     select = frame[(frame.phase == "select") & (frame.status == "ok")].copy()
-    select["adaptations"] = [adaptations(r, c) for r, c in zip(select.regime, select.curves)]
-    select["flops"] = 6.0 * select.model_params * select.train_tokens * select.adaptations
+    select["adaptations"] = [adaptations(json.loads(cell)) for cell in select.config]  # as the progress line counts them
+    select["flops"] = [training_flops(p, t) * a for p, t, a in zip(select.model_params, select.train_tokens, select.adaptations)]
     return select
 
 

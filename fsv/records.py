@@ -64,7 +64,7 @@ SCHEMA = pa.schema(
         ("demo_indices", pa.string()),  # JSON: the demonstrations drawn, per evaluation episode
         ("train_examples", pa.int64()),
         ("train_tokens", pa.int64()),  # tokens one adaptation trained on (per task where a trial adapts to each)
-        ("train_flops", pa.float64()),  # 6 * params * tokens
+        ("train_flops", pa.float64()),  # training_flops(params, tokens)
         ("final_train_loss", pa.float64()),
         ("wall_s", pa.float64()),
         ("train_s", pa.float64()),
@@ -156,6 +156,11 @@ def list_names(study_dir: str | Path, sub: str) -> list[str]:
     filesystem, base = _fs(study_dir)
     selector = fs.FileSelector(f"{base}/{sub}", allow_not_found=True)
     return [info.base_name for info in filesystem.get_file_info(selector)]
+
+
+def training_flops(params: int, tokens: int | None) -> float | None:
+    """A record's `train_flops`: 6 x parameters x tokens (forward 2, backward 4), null without tokens."""
+    return None if tokens is None else 6.0 * params * tokens
 
 
 def write_record(study_dir: str | Path, record: dict[str, Any]) -> str:

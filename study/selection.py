@@ -16,7 +16,7 @@ import json
 
 from fsv.config import StudyConfig
 from fsv.grid import cell_id
-from fsv.records import read_records, write_record
+from fsv.records import read_records, training_flops, write_record
 from fsv.search.select import choose, for_fold, longer_runs, scored_fields, trials_by_group, widened_points
 
 
@@ -118,7 +118,7 @@ def _scored_record(study: StudyConfig, cell: dict, section, trials, facts: dict,
     source = facts[trial.cell_id]
     params = int(source["model_params"])
     record.update(fields, phase="measure", model_params=params, train_examples=cell["n"] * (cell.get("tasks_trained") or 1),
-                  train_flops=None if fields["train_tokens"] is None else 6.0 * params * fields["train_tokens"],
+                  train_flops=training_flops(params, fields["train_tokens"]),
                   train_loss_chance=source["train_loss_chance"],
                   chance=chance(cell, study), device=source["device"],
                   precision=source["precision"], status="ok", error=None, attempts=1, wall_s=0.0)

@@ -174,13 +174,15 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
 
 def selection_fields(cell: dict, metrics: dict, chance_loss: float) -> dict:
     """The selection record: the configuration, its curves, and what it cost."""
+    from fsv.records import training_flops
+
     rows = json.loads(metrics["evals"])
     tokens = int(metrics["train_tokens"]) // max(1, int(metrics.get("jobs", 1)))  # one adaptation's, as scored records'
     return {
         "phase": "select", "hparams": json.dumps(cell["hparams"], sort_keys=True), **curve_fields(rows, cell),
         "model_params": int(metrics["params_total"]), "train_loss_chance": chance_loss,
         "train_s": float(metrics["train_s"]), "device": metrics["device"], "precision": metrics.get("precision"),
-        "train_tokens": tokens, "train_flops": 6.0 * int(metrics["params_total"]) * tokens,
+        "train_tokens": tokens, "train_flops": training_flops(int(metrics["params_total"]), tokens),
     }
 
 

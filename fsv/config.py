@@ -278,8 +278,8 @@ class SearchSection(Strict):
     widen: int = Field(1, ge=0, le=4, description="rounds of widening: a selection on the edge of a learning-rate "
                        "list adds the next value beyond it (x3) and runs again (grid only)")
     widen_steps: int = Field(0, ge=0, le=4, description="rounds of widening the training length: a selection at "
-                             "the longest length its trial ran runs that configuration again, twice as long (grid "
-                             "only; each round can double a group's longest trials)")
+                             "the longest length its trial ran runs that configuration again, twice as long, for the "
+                             "n levels whose choice sat there (grid only)")
 
     @model_validator(mode="after")
     def _samples_fit_method(self):

@@ -6,8 +6,9 @@ trials has an `ok` record. Its scored records are derived from those records alo
 (`fsv.search.select`), so re-running this after a resume writes the same records again. With
 `search.method: grid`, a group whose chosen learning rate lies on the edge of the rates explored
 gets the next rate beyond it (x3 or /3, `search.widen` rounds at most) as new selection trials, and
-one whose choice is the longest length its trial ran gets that trial again, twice as long
-(`search.widen_steps` rounds at most); the group is measured only when those have run.
+one whose choice is the longest length its trial ran gets that trial again, twice as long, for
+the n levels whose choice sat there (`search.widen_steps` rounds at most); the group is measured
+only when those have run.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def _scored_by_group(cells: list[dict]) -> dict[str, list[dict]]:
 def _widen(study: StudyConfig, section, done, scored: list[dict], existing: set) -> list[dict]:
     if study.search.method != "grid":
         return []
-    choices = [choose(for_fold(done, c["fold"]), c["n"], c["fold"])[:2] for c in scored]  # (trial, length)
-    chosen = [trial.hparams for trial, _ in choices]
+    choices = [(*choose(for_fold(done, c["fold"]), c["n"], c["fold"])[:2], c["n"]) for c in scored]  # (trial, length, n)
+    chosen = [trial.hparams for trial, _, _ in choices]
     template = next(cell for cell, _ in done if cell.get("phase") == "select")
     spaces = section.spaces()
     trials = [t for _, t in done]

@@ -102,22 +102,24 @@ def test_edges_and_widening():
 
 
 def test_a_choice_at_the_longest_length_runs_that_trial_again_twice_as_long():
-    def rows(best_at: int, lengths: list[int], top: float) -> list[dict]:  # validation rows (f1) for scored fold f0
-        return [{"n": 4, "seed": 0, "fold": "f1", "split": "test", "task": "t", "steps": L,
-                 "accuracy": top if L == best_at else 0.5} for L in lengths]
+    def rows(best_at: dict, lengths: list[int], top: float) -> list[dict]:  # validation rows (f1) for scored fold f0
+        return [{"n": n, "seed": 0, "fold": "f1", "split": "test", "task": "t", "steps": L,
+                 "accuracy": top if L == at else 0.5} for n, at in best_at.items() for L in lengths]
 
-    def trial(cid: str | None, lr: float, best_at: int, lengths: list[int], top: float = 0.6):
-        cell = {"group": "g", "phase": "select", "hparams": {"lr": lr}, "settings": {"steps": lengths}}
+    def trial(cid: str | None, lr: float, best_at: int | dict, lengths: list[int], top: float = 0.6):
+        best_at = best_at if isinstance(best_at, dict) else {4: best_at}
+        cell = {"group": "g", "phase": "select", "hparams": {"lr": lr}, "settings": {"steps": lengths},
+                "n_levels": sorted(best_at)}
         cell["cell_id"] = cid or cell_id(cell)
         return cell, Trial(cell["cell_id"], {"lr": lr}, rows(best_at, lengths, top))
 
-    def picks(done):  # the (trial, length) a scored cell of fold f0 at n = 4 chooses, as study/selection asks
-        return [choose(for_fold(done, "f0"), 4, "f0")[:2]]
+    def picks(done, levels=(4,)):  # the (trial, length, n) scored cells of fold f0 choose, as study/selection asks
+        return [(*choose(for_fold(done, "f0"), n, "f0")[:2], n) for n in levels]
 
     done = [trial("a", 1e-3, 8, [4, 8]), trial("b", 1e-2, 4, [4, 8])]
     (longer,) = longer_runs(done, picks(done), [4, 8], rounds_left=1)
     assert longer["settings"]["steps"] == [4, 8, 16] and longer["hparams"] == {"lr": 1e-3}
-    assert longer["group"] == "g" and longer["cell_id"] not in {"a", "b"}
+    assert longer["group"] == "g" and longer["cell_id"] not in {"a", "b"} and longer["n_levels"] == [4]
     assert longer_runs(done, picks(done), [4, 8], rounds_left=0) == []
     inside = [trial("a", 1e-3, 4, [4, 8]), trial("b", 1e-2, 4, [4, 8])]
     assert longer_runs(inside, picks(inside), [4, 8], rounds_left=1) == []  # the best lies inside: nothing to run
@@ -126,6 +128,26 @@ def test_a_choice_at_the_longest_length_runs_that_trial_again_twice_as_long():
     widened = done + [trial(None, 1e-3, 16, [4, 8, 16], top=0.7)]  # better still at its own longest length
     assert longer_runs(widened, picks(widened), [4, 8], rounds_left=1) == []  # one doubling beyond the list, no more
     assert longer_runs(widened, picks(widened), [4, 8], rounds_left=2)[0]["settings"]["steps"] == [4, 8, 16, 32]
+
+
+def test_a_longer_run_trains_only_the_levels_whose_choice_sat_at_its_end():
+    def trial(best_at: dict, lengths: list[int], top: float = 0.6):  # {n: length of its best}
+        cell = {"group": "g", "phase": "select", "hparams": {"lr": 1e-3}, "settings": {"steps": lengths},
+                "n_levels": sorted(best_at)}
+        cell["cell_id"] = cell_id(cell)
+        rows = [{"n": n, "seed": 0, "fold": "f1", "split": "test", "task": "t", "steps": L,
+                 "accuracy": top if L == at else 0.5} for n, at in best_at.items() for L in lengths]
+        return cell, Trial(cell["cell_id"], {"lr": 1e-3}, rows)
+
+    def picks(done):
+        return [(*choose(for_fold(done, "f0"), n, "f0")[:2], n) for n in (1, 2, 4)]
+
+    done = [trial({1: 4, 2: 8, 4: 8}, [4, 8])]  # n = 2 and 4 chose the longest length, n = 1 lay inside
+    (longer,) = longer_runs(done, picks(done), [4, 8], rounds_left=1)
+    assert longer["n_levels"] == [2, 4] and longer["settings"]["steps"] == [4, 8, 16]
+    ran = done + [trial({2: 16, 4: 8}, [4, 8, 16], top=0.7)]  # n = 4 is best inside now
+    assert longer_runs(ran, picks(ran), [4, 8], rounds_left=1) == []
+    assert longer_runs(ran, picks(ran), [4, 8], rounds_left=2)[0]["n_levels"] == [2]  # n = 2 at 16 goes on alone
 
 
 def test_the_grid_lists_selection_trials_and_the_scored_cells_they_become():

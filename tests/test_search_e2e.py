@@ -33,14 +33,16 @@ def _study(tmp_path, name, search, regimes, **extra):
 
 
 def _validation_score(select: pd.DataFrame, n: int, fold: str) -> dict:
-    """Each selection trial's best mean validation accuracy at n, over lengths (the other fold's rows)."""
+    """Each selection trial's best mean validation accuracy at n, over lengths (the other fold's rows);
+    a longer run that did not train n has none."""
     out = {}
     for row in select.itertuples():
         rows = [r for r in json.loads(row.curves) if r["n"] == n and r["fold"] != fold]
         by_len = {}
         for r in rows:
             by_len.setdefault(r["steps"], []).append(r["accuracy"])
-        out[row.cell_id] = max(np.mean(v) for v in by_len.values())
+        if by_len:
+            out[row.cell_id] = max(np.mean(v) for v in by_len.values())
     return out
 
 
@@ -58,6 +60,11 @@ def test_grid_search_selects_on_validation_and_widens_its_edge(tmp_path, ray_clu
     assert {1e-3, 3e-3} <= set(lrs) and extra and extra <= {3.33e-4, 9e-3} and len(lrs) == 2 + len(extra)
     longer = {rate[c] for c in lengths if lengths[c] == [2, 4, 8]}  # a choice at 4 steps ran again, 8 long
     assert longer <= set(lrs) and len(longer) == len(lengths) - len(short)
+    levels = {}  # the n levels each rate's longer run trained: those whose choice sat at 4 steps
+    for row in select[select.cell_id.isin([c for c in lengths if lengths[c] == [2, 4, 8]])].itertuples():
+        ran = json.loads(row.config)["n_levels"]
+        assert ran and {r["n"] for r in json.loads(row.curves)} == set(ran)
+        levels.setdefault(rate[row.cell_id], set()).update(ran)
     assert len(scored) == 2 * 2 * 2  # n x seeds x folds
     assert set(frame.precision) == {"fp32"}  # the default, recorded on selection and scored records alike
     for records in (select, scored):  # one adaptation's compute, on selection and scored records alike
@@ -72,8 +79,8 @@ def test_grid_search_selects_on_validation_and_widens_its_edge(tmp_path, ray_clu
         assert own.isdisjoint(json.loads(rec.selected_on)) and set(json.loads(rec.task_accuracy)) == own
         chosen = json.loads(rec.hparams)
         assert chosen["steps"] in lengths[selection["trial"]] and rec.n_distinct == rec.n
-        if chosen["steps"] == 4 and lengths[selection["trial"]] == [2, 4]:  # the longest of its run: run longer
-            assert chosen["lr"] in longer
+        if chosen["steps"] == 4 and lengths[selection["trial"]] == [2, 4]:  # the longest of its run: run longer,
+            assert chosen["lr"] in longer and rec.n in levels[chosen["lr"]]  # at this n
         assert ("steps" in selection["on_edge"]) == (chosen["steps"] in (2, 8))
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "grid" / "records").glob("*.parquet")}
     again = run_study(path, str(tmp_path / "results"))

@@ -124,24 +124,40 @@ def widened_points(spaces: dict, trials: list[Trial], chosen: list[dict], rounds
     return [p for lr in sorted(new) for p in grid_points({**spaces, "lr": [float(f"{lr:.3g}")]})]
 
 
-def longer_runs(done: list[tuple[dict, Trial]], choices: list[tuple[Trial, int]], listed: list[int],
+def longer_runs(done: list[tuple[dict, Trial]], choices: list[tuple[Trial, int, int]], listed: list[int],
                 rounds_left: int) -> list[dict]:
-    """Grid search only: where a choice (trial, length) of a scored cell is the longest length its
+    """Grid search only: where a choice (trial, length, n) of a scored cell is the longest length its
     trial ran, that trial's cell again with its lengths and one doubling more (lengths are read from
-    one run, so a longer budget is a new run); at most `rounds_left` doublings beyond the study's own
-    lengths (`listed`). New cells keep their group; their ids differ by their lengths."""
+    one run, so a longer budget is a new run), for the n levels whose choice sat there only: an
+    adaptation's data and steps do not depend on the others beside it, so its first steps are those
+    it ran, and the levels whose best lay inside are not trained again. At most `rounds_left`
+    doublings beyond the study's own lengths (`listed`). New cells keep their group; their ids
+    differ by their lengths and levels. A level whose longer run exists already keeps the choice
+    between the two."""
     from fsv.grid import cell_id
 
     cells = {t.cell_id: c for c, t in done}
-    new: dict[str, dict] = {}
-    for trial, length in choices:
-        cell = cells[trial.cell_id]
+    at_end: dict[str, set[int]] = {}
+    for trial, length, n in choices:
+        lengths = sorted(cells[trial.cell_id]["settings"]["steps"])
+        if length == lengths[-1] and sum(L > max(listed) for L in lengths) < rounds_left:
+            at_end.setdefault(trial.cell_id, set()).add(n)
+    ran = {}  # (the run as configured, without its levels) -> the levels it ran
+    for cell in cells.values():
+        ran.setdefault(_run_key(cell), set()).update(cell["n_levels"])
+    new = []
+    for trial_id, levels in sorted(at_end.items()):
+        cell = cells[trial_id]
         lengths = sorted(cell["settings"]["steps"])
-        if length != lengths[-1] or sum(L > max(listed) for L in lengths) >= rounds_left:
-            continue
         longer = {k: v for k, v in cell.items() if k != "cell_id"}
         longer["settings"] = {**cell["settings"], "steps": lengths + [2 * lengths[-1]]}
-        longer["cell_id"] = cell_id(longer)
-        if longer["cell_id"] not in cells:  # already run: the choice between the two stands
-            new[longer["cell_id"]] = longer
-    return list(new.values())
+        levels -= ran.get(_run_key(longer), set())
+        if levels:
+            longer["n_levels"] = [n for n in cell["n_levels"] if n in levels]
+            longer["cell_id"] = cell_id(longer)
+            new.append(longer)
+    return new
+
+
+def _run_key(cell: dict) -> str:
+    return json.dumps({k: v for k, v in cell.items() if k not in ("cell_id", "n_levels")}, sort_keys=True, default=str)

@@ -63,25 +63,18 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from benchmarks.stacked_trial import trial_config, unpretrained_model
-    from fsv.config import load_study
-    from fsv.world import preset
+    from benchmarks.stacked_trial import trial_configs
 
     torch.set_num_threads(1)  # a trial's worker: one core
-    study = load_study(args.study)
-    world = preset(study.world.preset, seed=study.world.seed).model_dump()
-    for name in args.models:
-        path = unpretrained_model(study, name, world)
-        for regime in args.regimes:
-            config = trial_config(study, regime, path, world)
-            eager = stacked_run(regime, config, False, args.steps)
-            compiled = stacked_run(regime, config, True, args.steps)
-            diff = max(abs(a - b) / abs(a) for a, b in zip(eager["losses"], compiled["losses"]))
-            print(json.dumps({"model": name, "regime": regime, "jobs": eager["jobs"],
-                              "eager_step_ms": round(eager["step_ms"], 1), "compiled_step_ms": round(compiled["step_ms"], 1),
-                              "speedup": round(eager["step_ms"] / compiled["step_ms"], 2),
-                              "first_compiled_step_s": round(compiled["first_step_s"], 1),
-                              "max_rel_loss_diff": float(f"{diff:.2g}")}), flush=True)
+    for name, regime, config in trial_configs(args.study, args.models, args.regimes):
+        eager = stacked_run(regime, config, False, args.steps)
+        compiled = stacked_run(regime, config, True, args.steps)
+        diff = max(abs(a - b) / abs(a) for a, b in zip(eager["losses"], compiled["losses"]))
+        print(json.dumps({"model": name, "regime": regime, "jobs": eager["jobs"],
+                          "eager_step_ms": round(eager["step_ms"], 1), "compiled_step_ms": round(compiled["step_ms"], 1),
+                          "speedup": round(eager["step_ms"] / compiled["step_ms"], 2),
+                          "first_compiled_step_s": round(compiled["first_step_s"], 1),
+                          "max_rel_loss_diff": float(f"{diff:.2g}")}), flush=True)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,19 @@ def trial_config(study, regime: str, model_path: str, world: dict) -> dict:
             "layout": "single", "prompt_tokens": 4, "tasks_trained": 32, "max_eval": None}
 
 
+def trial_configs(study_path: str, models: list[str], regimes: list[str]):
+    """(model, regime, config) of each regime's first selection trial on each unpretrained model."""
+    from fsv.config import load_study
+    from fsv.world import preset
+
+    study = load_study(study_path)
+    world = preset(study.world.preset, seed=study.world.seed).model_dump()
+    for name in models:
+        path = unpretrained_model(study, name, world)
+        for regime in regimes:
+            yield name, regime, trial_config(study, regime, path, world)
+
+
 def run_trial(regime: str, config: dict, stack: int | None) -> tuple[float, float, list[dict]]:
     """(training seconds, whole seconds, evaluation rows) of the trial's jobs through the worker's
     own grouping: `stack` 1 trains them one at a time, None in stacks of the default size."""
@@ -92,26 +105,18 @@ def main() -> None:
     parser.add_argument("--regimes", nargs="+", default=["sft", "prompt_tuning", "instruction_tuning"])
     args = parser.parse_args()
     one_rank(29533)
-    from fsv.config import load_study
-    from fsv.world import preset
-
-    study = load_study(args.study)
-    world = preset(study.world.preset, seed=study.world.seed).model_dump()
-    for name in args.models:
-        path = unpretrained_model(study, name, world)
-        for regime in args.regimes:
-            config = trial_config(study, regime, path, world)
-            one_s, one_wall, one = run_trial(regime, config, stack=1)
-            stack_s, stack_wall, rows = run_trial(regime, config, stack=None)
-            print(json.dumps({
-                "model": name, "regime": regime, "jobs": len({(r["n"], r["seed"], r["task"]) for r in rows}),
-                "steps": max(config["lengths"]), "one_at_a_time_train_s": round(one_s, 2), "stacked_train_s": round(stack_s, 2),
-                "train_ratio": round(one_s / stack_s, 2), "one_at_a_time_trial_s": round(one_wall, 2),
-                "stacked_trial_s": round(stack_wall, 2), "trial_ratio": round(one_wall / stack_wall, 2),
-                **{f"max_{name}_diff_at_{steps}": float(f"{largest_difference(one, rows, key, rel, steps):.2g}")
-                   for steps in (min(config["lengths"]), max(config["lengths"]))
-                   for name, key, rel in (("rel_loss", "train_loss", True), ("logprob", "label_logprob", False))}}),
-                  flush=True)
+    for name, regime, config in trial_configs(args.study, args.models, args.regimes):
+        one_s, one_wall, one = run_trial(regime, config, stack=1)
+        stack_s, stack_wall, rows = run_trial(regime, config, stack=None)
+        print(json.dumps({
+            "model": name, "regime": regime, "jobs": len({(r["n"], r["seed"], r["task"]) for r in rows}),
+            "steps": max(config["lengths"]), "one_at_a_time_train_s": round(one_s, 2), "stacked_train_s": round(stack_s, 2),
+            "train_ratio": round(one_s / stack_s, 2), "one_at_a_time_trial_s": round(one_wall, 2),
+            "stacked_trial_s": round(stack_wall, 2), "trial_ratio": round(one_wall / stack_wall, 2),
+            **{f"max_{name}_diff_at_{steps}": float(f"{largest_difference(one, rows, key, rel, steps):.2g}")
+               for steps in (min(config["lengths"]), max(config["lengths"]))
+               for name, key, rel in (("rel_loss", "train_loss", True), ("logprob", "label_logprob", False))}}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,10 @@ def longer_runs(done: list[tuple[dict, Trial]], choices: list[tuple[Trial, int, 
     """Grid search only: where a choice (trial, length, n) of a scored cell is the longest length its
     trial ran, that trial's cell again with its lengths and one doubling more (lengths are read from
     one run, so a longer budget is a new run), for the n levels whose choice sat there only: an
-    adaptation's data and steps do not depend on the others beside it, so its first steps are those
-    it ran, and the levels whose best lay inside are not trained again. At most `rounds_left`
+    adaptation's data, batches and seed do not depend on the levels trained beside it, so a level
+    trains alone as it would among all, and the levels whose best lay inside are not trained again.
+    The new run's shorter lengths are measurements of their own, not copies: its warm-up is a share
+    of its own length, so its first steps differ from the shorter run's. At most `rounds_left`
     doublings beyond the study's own lengths (`listed`). New cells keep their group; their ids
     differ by their lengths and levels. A level whose longer run exists already keeps the choice
     between the two."""

@@ -260,6 +260,8 @@ def search_cells(study: StudyConfig, base: dict, section, seeds: list[int]) -> l
 
     group = cell_id(base)
     common = {**base, "group": group, "n_levels": list(section.n), "seeds": list(seeds)}
+    if study.search.method == "grid" and study.search.widen_steps:  # a longer run goes on from its state
+        common["keep_state"] = True
     cells = []
     if study.search.method == "grid":
         for point in grid_points(section.spaces()):

@@ -93,6 +93,7 @@ SCHEMA = pa.schema(
         ("fold", pa.string()),  # world: the cross-fitting fold a scored record covers (the feature its tasks read)
         ("curves", pa.string()),  # JSON rows on select records: every adaptation's measures at every length
         ("precision", pa.string()),  # training records: what the trial trained in ("auto" resolved; fsv/train/precision.py)
+        ("resumed_jobs", pa.int64()),  # select records of a longer run: adaptations that went on from the shorter run's state
     ]
 )
 COLUMNS = SCHEMA.names

@@ -59,7 +59,23 @@ def measure_groups(study: StudyConfig, root: str, cells: list[dict]) -> list[dic
             record = _scored_record(study, cell, section, for_fold(done, cell["fold"]), facts, base_record)
             if _changed(record, existing.get(cell["cell_id"])):  # a re-run leaves an unchanged record alone
                 write_record(root, record)
+        drop_states(root, [t.cell_id for _, t in done])
     return widened
+
+
+def drop_states(root: str, trial_ids: list[str]) -> None:
+    """The saved states of a measured group's trials (`fsv.train.resume`): no longer run will go on
+    from them."""
+    from pyarrow.fs import FileType
+
+    from fsv.records import _fs
+    from fsv.regimes.training import state_dir
+
+    filesystem, _ = _fs(root)
+    for trial_id in trial_ids:
+        _, path = _fs(state_dir(root, trial_id))
+        if filesystem.get_file_info(path).type == FileType.Directory:
+            filesystem.delete_dir(path)
 
 
 def searched(group: str, cells: list[dict], done: list) -> bool:
@@ -96,7 +112,7 @@ def _widen(study: StudyConfig, section, done, scored: list[dict], existing: set)
         return []
     choices = [(*choose(for_fold(done, c["fold"]), c["n"], c["fold"])[:2], c["n"]) for c in scored]  # (trial, length, n)
     chosen = [trial.hparams for trial, _, _ in choices]
-    template = next(cell for cell, _ in done if cell.get("phase") == "select")
+    template = next(cell for cell, _ in done if cell.get("phase") == "select" and "continues" not in cell)  # a grid point
     spaces = section.spaces()
     trials = [t for _, t in done]
     new = []

@@ -72,3 +72,19 @@ def tiny_model(ray_cluster, fsv_cache):
     from fsv.models.load import pretrain_world_model
 
     return pretrain_world_model("world-xs", world_config(), PRETRAIN, seed=0)
+
+
+@pytest.fixture(scope="session")
+def world_model(tmp_path_factory):
+    """An unpretrained world-s (2 layers) saved like a ladder model: what the training paths start from."""
+    from fsv.config import PretrainSection
+    from fsv.models.load import pretrain_config
+    from fsv.models.tokenizer import world_tokenizer
+    from fsv.train.pretrain import build
+    from fsv.world import World, WorldConfig
+
+    path = tmp_path_factory.mktemp("world-s")
+    pretrain = PretrainSection().model_dump(exclude={"seeds", "checkpoints"})
+    build(pretrain_config("world-s", world_config(), pretrain, 0), 0, 1).model.save_pretrained(path)
+    world_tokenizer(World(WorldConfig(**world_config()))).save_pretrained(path)
+    return str(path)

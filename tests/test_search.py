@@ -116,18 +116,30 @@ def test_a_choice_at_the_longest_length_runs_that_trial_again_twice_as_long():
     def picks(done, levels=(4,)):  # the (trial, length, n) scored cells of fold f0 choose, as study/selection asks
         return [(*choose(for_fold(done, "f0"), n, "f0")[:2], n) for n in levels]
 
+    def run_of(cell: dict, best_at: int, top: float = 0.6):  # the record of a longer run: rows at its new length
+        return cell, Trial(cell["cell_id"], cell["hparams"], rows({n: best_at for n in cell["n_levels"]}, [best_at], top))
+
     done = [trial("a", 1e-3, 8, [4, 8]), trial("b", 1e-2, 4, [4, 8])]
     (longer,) = longer_runs(done, picks(done), [4, 8], rounds_left=1)
     assert longer["settings"]["steps"] == [4, 8, 16] and longer["hparams"] == {"lr": 1e-3}
     assert longer["group"] == "g" and longer["cell_id"] not in {"a", "b"} and longer["n_levels"] == [4]
+    assert longer["continues"] == {"trial": "a", "steps": 8}  # it goes on from a's state after 8 steps,
+    assert longer["settings"]["warmup_steps"] == 0 and "keep_state" not in longer  # with a's warm-up; last doubling
+    warm = [({**c, "settings": {**c["settings"], "warmup": 0.2}}, t) for c, t in done]
+    (again,) = longer_runs(warm, picks(warm), [4, 8], rounds_left=2)
+    assert again["settings"]["warmup_steps"] == 1 and again["keep_state"]  # 20 % of 8 steps; doubled again later
     assert longer_runs(done, picks(done), [4, 8], rounds_left=0) == []
     inside = [trial("a", 1e-3, 4, [4, 8]), trial("b", 1e-2, 4, [4, 8])]
     assert longer_runs(inside, picks(inside), [4, 8], rounds_left=1) == []  # the best lies inside: nothing to run
-    ran = done + [trial(None, 1e-3, 16, [4, 8, 16])]  # the longer run exists; a at 8 still ties it and wins
+    ran = done + [run_of(longer, 16)]  # the longer run exists; a at 8 still ties it and wins
     assert longer_runs(ran, picks(ran), [4, 8], rounds_left=1) == []  # run already
-    widened = done + [trial(None, 1e-3, 16, [4, 8, 16], top=0.7)]  # better still at its own longest length
+    widened = done + [run_of(longer, 16, top=0.7)]  # better still at its own longest length
     assert longer_runs(widened, picks(widened), [4, 8], rounds_left=1) == []  # one doubling beyond the list, no more
-    assert longer_runs(widened, picks(widened), [4, 8], rounds_left=2)[0]["settings"]["steps"] == [4, 8, 16, 32]
+    (twice,) = longer_runs(done, picks(done), [4, 8], rounds_left=2)
+    widened = done + [run_of(twice, 16, top=0.7)]
+    (further,) = longer_runs(widened, picks(widened), [4, 8], rounds_left=2)
+    assert further["settings"]["steps"] == [4, 8, 16, 32] and further["continues"] == {"trial": twice["cell_id"], "steps": 16}
+    assert "keep_state" not in further
 
 
 def test_a_longer_run_trains_only_the_levels_whose_choice_sat_at_its_end():
@@ -145,7 +157,10 @@ def test_a_longer_run_trains_only_the_levels_whose_choice_sat_at_its_end():
     done = [trial({1: 4, 2: 8, 4: 8}, [4, 8])]  # n = 2 and 4 chose the longest length, n = 1 lay inside
     (longer,) = longer_runs(done, picks(done), [4, 8], rounds_left=1)
     assert longer["n_levels"] == [2, 4] and longer["settings"]["steps"] == [4, 8, 16]
-    ran = done + [trial({2: 16, 4: 8}, [4, 8, 16], top=0.7)]  # n = 4 is best inside now
+    (twice,) = longer_runs(done, picks(done), [4, 8], rounds_left=2)
+    rows = [{"n": n, "seed": 0, "fold": "f1", "split": "test", "task": "t", "steps": 16, "accuracy": acc}
+            for n, acc in ((2, 0.7), (4, 0.5))]  # the longer run's rows: n = 4 is best inside now
+    ran = done + [(twice, Trial(twice["cell_id"], twice["hparams"], rows))]
     assert longer_runs(ran, picks(ran), [4, 8], rounds_left=1) == []
     assert longer_runs(ran, picks(ran), [4, 8], rounds_left=2)[0]["n_levels"] == [2]  # n = 2 at 16 goes on alone
 

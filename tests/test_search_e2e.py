@@ -1,6 +1,6 @@
 """The hyperparameter search end to end through the driver, on a real local Ray cluster: a grid's
 selection trials (widened beyond the edge of their rates, and run longer where the choice was their
-longest length) become scored records whose chosen
+longest length, going on from the shorter run's saved state) become scored records whose chosen
 configuration is the best on validation, never on their own tasks; an adaptive search (random
 sampling with ASHA) runs through Ray Tune's own searcher and scheduler, with `train.precision: auto`
 resolved and recorded by the workers; a re-run derives nothing new and starts no trial."""
@@ -62,9 +62,14 @@ def test_grid_search_selects_on_validation_and_widens_its_edge(tmp_path, ray_clu
     assert longer <= set(lrs) and len(longer) == len(lengths) - len(short)
     levels = {}  # the n levels each rate's longer run trained: those whose choice sat at 4 steps
     for row in select[select.cell_id.isin([c for c in lengths if lengths[c] == [2, 4, 8]])].itertuples():
-        ran = json.loads(row.config)["n_levels"]
-        assert ran and {r["n"] for r in json.loads(row.curves)} == set(ran)
+        config = json.loads(row.config)
+        ran, curves = config["n_levels"], json.loads(row.curves)
+        assert ran and {r["n"] for r in curves} == set(ran)
+        assert config["continues"]["steps"] == 4 and rate[config["continues"]["trial"]] == rate[row.cell_id]
+        jobs = {(r["task"], r["n"], r["seed"]) for r in curves}
+        assert {r["steps"] for r in curves} == {8} and row.resumed_jobs == len(jobs)  # every job went on
         levels.setdefault(rate[row.cell_id], set()).update(ran)
+    assert not (tmp_path / "results" / "grid" / "state").exists() or not any((tmp_path / "results" / "grid" / "state").iterdir())
     assert len(scored) == 2 * 2 * 2  # n x seeds x folds
     assert set(frame.precision) == {"fp32"}  # the default, recorded on selection and scored records alike
     for records in (select, scored):  # one adaptation's compute, on selection and scored records alike

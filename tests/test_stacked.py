@@ -23,22 +23,6 @@ TRAIN = {"workers": 1, "cpus_per_worker": 1, "use_gpu": False, "zero_stage": 0, 
 pytestmark = pytest.mark.usefixtures("process_group")
 
 
-@pytest.fixture(scope="module")
-def world_model(tmp_path_factory):
-    """An unpretrained world-s (2 layers) saved like a ladder model: the two paths start from it."""
-    from fsv.config import PretrainSection
-    from fsv.models.load import pretrain_config
-    from fsv.models.tokenizer import world_tokenizer
-    from fsv.train.pretrain import build
-    from fsv.world import World, WorldConfig
-
-    path = tmp_path_factory.mktemp("world-s")
-    pretrain = PretrainSection().model_dump(exclude={"seeds", "checkpoints"})
-    build(pretrain_config("world-s", world_config(), pretrain, 0), 0, 1).model.save_pretrained(path)
-    world_tokenizer(World(WorldConfig(**world_config()))).save_pretrained(path)
-    return str(path)
-
-
 def config_for(model_path: str, stack: int | None, world: bool = True, precision: str = "fp32", **extra) -> dict:
     from fsv.train.worker import deepspeed_config
 

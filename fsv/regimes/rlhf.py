@@ -100,7 +100,7 @@ def trainer_args(config: dict, out: str, micro: int, seed: int):
     common = dict(
         output_dir=out, max_steps=max(config["lengths"]), per_device_train_batch_size=micro,
         learning_rate=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
-        warmup_steps=int(config.get("warmup", 0.0) * max(config["lengths"])),
+        warmup_steps=warmup_steps(config),
         lr_scheduler_type="constant_with_warmup", logging_steps=1, save_strategy="no", report_to=[], seed=seed,
         use_cpu=not config["train"]["use_gpu"], bf16=config["train"]["precision"] == "bf16", disable_tqdm=True,
         dataloader_num_workers=0,
@@ -110,6 +110,13 @@ def trainer_args(config: dict, out: str, micro: int, seed: int):
     if config["method"] == "grpo":
         return GRPOConfig(**common, beta=0.0, num_generations=4, max_completion_length=1, temperature=1.0)
     return DPOConfig(**common, beta=hp.get("beta", 0.1), precompute_ref_log_probs=precomputes_reference())
+
+
+def warmup_steps(config: dict) -> int:
+    """The warm-up in steps: a longer run's is its shorter run's (`warmup_steps`), else a share of the run."""
+    if config.get("warmup_steps") is not None:
+        return int(config["warmup_steps"])
+    return int(config.get("warmup", 0.0) * max(config["lengths"]))
 
 
 def precomputes_reference() -> bool:
@@ -215,7 +222,10 @@ def one_policy(config: dict, n: int, seed: int, out: str, micro: int) -> tuple[l
     policy, tokenizer = load_causal_lm(config["model_path"], trust_remote_code=remote)
     if config.get("start") == "instruction_tuned":
         policy = instruction_tuned(config, policy, n, seed)
-    evaluator = evaluating_callback(set(config["lengths"]), policy_measures(config, tokenizer))
+    # a longer run trains from step 0 on this path (trl keeps no per-job state to go on from), and is
+    # evaluated, as the shared loop's, at the lengths its shorter run did not reach
+    lengths = {L for L in config["lengths"] if L > config.get("resume_at", 0)}
+    evaluator = evaluating_callback(lengths, policy_measures(config, tokenizer))
     if config["method"] == "grpo":
         data = reward_prompts(config, n, seed)
         trainer = GRPOTrainer(model=policy, reward_funcs=label_is_correct, args=args, processing_class=tokenizer,

@@ -71,16 +71,24 @@ def adaptations(config: dict, tasks: list, make_job: Callable, evaluate: Callabl
     """One job per (n, seed, task) of the trial, built lazily (one model in memory at a time).
     `make_job(task, n, seed)` builds it; `evaluate(task)` returns its measures function (None: the
     job's own, set by `make_job`)."""
+    from fsv.train import resume
+
+    start = config.get("resume_at", 0)  # a longer run's first steps are a shorter run's: evaluated there already
     for n in config["n_levels"]:
         for seed in config["seeds"]:
             for task in tasks:
                 job = make_job(task, n, seed)
-                job.steps, job.eval_at = max(config["lengths"]), tuple(config["lengths"])
+                job.steps, job.eval_at = max(config["lengths"]), tuple(L for L in config["lengths"] if L > start)
                 job.evaluate = evaluate(task) if evaluate is not None else job.evaluate
                 job.lr_schedule, job.warmup = "constant", config.get("warmup", 0.0)
+                job.warmup_steps = config.get("warmup_steps")
                 job.save = job.save if config.get("keep_models") else None
                 job.name = f"n{n}-s{seed}-{getattr(task, 'name', task)}"
                 job.tags = {"task": getattr(task, "name", task), "n": n, "seed": seed, **job.tags}
+                if config.get("state_in"):
+                    job.resume = resume.go_on(job, config)
+                if config.get("state_out") and resume.resumable(job, config):
+                    job.keep_state = resume.state_file(config["state_out"], job.name)
                 yield job
 
 
@@ -162,6 +170,7 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
         "trust_remote_code": ctx.trust_remote_code, "keep_models": cell["train"].get("keep_models", False),
         "task": cell["task"], "task_source": cell.get("task_source"), "method": cell.get("method"),
         "max_eval": cell.get("max_eval"),  # text tasks: the cap on test (and dev) queries per evaluation
+        **continuation(cell, ctx),
         **({"loop": loop} if loop else {}), **extra,
     }
     out = ctx.scratch / "trained"
@@ -170,6 +179,21 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
     metrics["fit_s"] = time.time() - t0
     metrics["trained_dir"] = str(out)
     return metrics
+
+
+def continuation(cell: dict, ctx) -> dict:
+    """Where the run keeps its jobs' states for a longer run of it (`keep_state`), and where it goes
+    on from a shorter run's (`continues`): folders under the study's storage (`fsv.train.resume`)."""
+    out = {"warmup_steps": cell["settings"].get("warmup_steps")}
+    if cell.get("keep_state"):
+        out["state_out"] = state_dir(ctx.study_dir, cell["cell_id"])
+    if cell.get("continues"):
+        out |= {"state_in": state_dir(ctx.study_dir, cell["continues"]["trial"]), "resume_at": cell["continues"]["steps"]}
+    return out
+
+
+def state_dir(study_dir: str, trial_id: str) -> str:
+    return f"{str(study_dir).rstrip('/')}/state/{trial_id}"
 
 
 def selection_fields(cell: dict, metrics: dict, chance_loss: float) -> dict:
@@ -183,6 +207,7 @@ def selection_fields(cell: dict, metrics: dict, chance_loss: float) -> dict:
         "model_params": int(metrics["params_total"]), "train_loss_chance": chance_loss,
         "train_s": float(metrics["train_s"]), "device": metrics["device"], "precision": metrics.get("precision"),
         "train_tokens": tokens, "train_flops": training_flops(int(metrics["params_total"]), tokens),
+        "resumed_jobs": int(metrics.get("resumed_jobs", 0)) if cell.get("continues") else None,
     }
 
 

@@ -127,22 +127,22 @@ def widened_points(spaces: dict, trials: list[Trial], chosen: list[dict], rounds
 def longer_runs(done: list[tuple[dict, Trial]], choices: list[tuple[Trial, int, int]], listed: list[int],
                 rounds_left: int) -> list[dict]:
     """Grid search only: where a choice (trial, length, n) of a scored cell is the longest length its
-    trial ran, that trial's cell again with its lengths and one doubling more (lengths are read from
-    one run, so a longer budget is a new run), for the n levels whose choice sat there only: an
-    adaptation's data, batches and seed do not depend on the levels trained beside it, so a level
-    trains alone as it would among all, and the levels whose best lay inside are not trained again.
-    The new run's shorter lengths are measurements of their own, not copies: its warm-up is a share
-    of its own length, so its first steps differ from the shorter run's. At most `rounds_left`
-    doublings beyond the study's own lengths (`listed`). New cells keep their group; their ids
-    differ by their lengths and levels. A level whose longer run exists already keeps the choice
-    between the two."""
+    trial ran, that trial's run continued to twice its length, for the n levels whose choice sat
+    there only: an adaptation's data, batches and seed do not depend on the levels trained beside
+    it, so a level trains alone as it would among all, and the levels whose best lay inside are not
+    trained again. The longer run keeps its trial's warm-up in steps (`warmup_steps`), so its first
+    steps are the trial's own: it goes on from the trial's saved state (`continues`: the trial and
+    the step; `fsv.train.resume`) and adds the rows of its new length. At most `rounds_left`
+    doublings beyond the study's own lengths (`listed`); a run that may be doubled again keeps its
+    state too (`keep_state`). New cells keep their group; their ids differ by their lengths and
+    levels. A level whose longer run exists already keeps the choice between the two."""
     from fsv.grid import cell_id
 
     cells = {t.cell_id: c for c, t in done}
     at_end: dict[str, set[int]] = {}
     for trial, length, n in choices:
         lengths = sorted(cells[trial.cell_id]["settings"]["steps"])
-        if length == lengths[-1] and sum(L > max(listed) for L in lengths) < rounds_left:
+        if length == lengths[-1] and doublings(lengths, listed) < rounds_left:
             at_end.setdefault(trial.cell_id, set()).add(n)
     ran = {}  # (the run as configured, without its levels) -> the levels it ran
     for cell in cells.values():
@@ -151,8 +151,12 @@ def longer_runs(done: list[tuple[dict, Trial]], choices: list[tuple[Trial, int, 
     for trial_id, levels in sorted(at_end.items()):
         cell = cells[trial_id]
         lengths = sorted(cell["settings"]["steps"])
-        longer = {k: v for k, v in cell.items() if k != "cell_id"}
-        longer["settings"] = {**cell["settings"], "steps": lengths + [2 * lengths[-1]]}
+        longer = {k: v for k, v in cell.items() if k not in ("cell_id", "keep_state")}
+        longer["settings"] = {**cell["settings"], "steps": lengths + [2 * lengths[-1]],
+                              "warmup_steps": warmup_steps(cell["settings"])}
+        longer["continues"] = {"trial": trial_id, "steps": lengths[-1]}
+        if doublings(longer["settings"]["steps"], listed) < rounds_left:
+            longer["keep_state"] = True
         levels -= ran.get(_run_key(longer), set())
         if levels:
             longer["n_levels"] = [n for n in cell["n_levels"] if n in levels]
@@ -161,5 +165,21 @@ def longer_runs(done: list[tuple[dict, Trial]], choices: list[tuple[Trial, int, 
     return new
 
 
+def doublings(lengths: list[int], listed: list[int]) -> int:
+    """How many times a run's length was doubled beyond the study's own lengths."""
+    return sum(L > max(listed) for L in lengths)
+
+
+def warmup_steps(settings: dict) -> int:
+    """A run's warm-up in steps: set (a longer run keeps its shorter run's), else its share of the
+    longest length (`fsv.train.worker.lr_factor`'s rule)."""
+    if settings.get("warmup_steps") is not None:
+        return int(settings["warmup_steps"])
+    share = settings.get("warmup", 0.0)
+    return max(1, int(share * max(settings["steps"]))) if share else 0
+
+
 def _run_key(cell: dict) -> str:
-    return json.dumps({k: v for k, v in cell.items() if k not in ("cell_id", "n_levels")}, sort_keys=True, default=str)
+    """What a run measures: its cell without its levels, or whether it keeps its state for another."""
+    return json.dumps({k: v for k, v in cell.items() if k not in ("cell_id", "n_levels", "keep_state")}, sort_keys=True,
+                      default=str)

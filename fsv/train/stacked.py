@@ -29,6 +29,7 @@ import copy
 import time
 from typing import Iterator
 
+from fsv.train import resume
 from fsv.train.precision import keeps_fp32_weights
 
 # trainable floats held by one stack (each needs its weight, gradient and two Adam moments):
@@ -58,8 +59,8 @@ def stack_size(job, config: dict) -> int:
 
 
 def _same_run(a, b) -> bool:
-    return ((a.steps, a.eval_at, a.lr_schedule, a.warmup, a.cooldown) == (b.steps, b.eval_at, b.lr_schedule, b.warmup, b.cooldown)
-            and a.objective is b.objective)
+    run = lambda j: (j.steps, j.eval_at, j.lr_schedule, j.warmup, j.warmup_steps, j.cooldown, j.start)  # noqa: E731
+    return run(a) == run(b) and a.objective is b.objective
 
 
 def groups(jobs: Iterator, config: dict) -> Iterator[list]:
@@ -184,23 +185,27 @@ def train_stack(jobs: list, config: dict, rank: int, world_size: int, outs: list
     module = stacked_module([job.model for job in jobs], jobs[0].objective)
     optimizer = _optimizer(list(module.weights), config["train"], config["lr"])
     ds_config = {**config["deepspeed"], "gradient_clipping": 0.0}  # clipped per job, not over the stack
-    engine, optimizer, _, _ = deepspeed.initialize(
+    engine, _, _, _ = deepspeed.initialize(
         model=module, optimizer=optimizer, lr_scheduler=_schedule(optimizer, jobs[0]), config=ds_config,
         dist_init_required=False)
     skip_lone_allreduce(engine, config, world_size)
+    if jobs[0].resume:  # every job of a stack goes on from the same step (`_same_run`)
+        resume_stack(optimizer, module, jobs)
     t_first = time.time()
     curves, tokens, evals = _run_stack(engine, module, jobs, config, rank)
     per_job_s = (time.time() - t_first - sum(r["eval_s"] for rows in evals for r in rows)) / len(jobs)
     done = []
     for i, (job, out) in enumerate(zip(jobs, outs)):
         module.write_back(i, job.model)
+        if job.keep_state and rank == 0:
+            resume.save(slice_state(optimizer, module, i, *job.so_far(curves[i], tokens[i])), job.keep_state)
         for row in evals[i]:
             row["tokens"] *= world_size
         _save(job.model, job, config, rank, out, {"loss": curves[i], "train_s": per_job_s,
                                                   "train_tokens": tokens[i] * world_size, **loaded[i]})
         done.append({"train_s": per_job_s, "engine_s": (t_first - t_built) / len(jobs),
                      "train_tokens": tokens[i] * world_size, "final_loss": curves[i][-1] if curves[i] else float("nan"),
-                     "loaded": loaded[i], "device": str(engine.device), "evals": evals[i]})
+                     "loaded": loaded[i], "device": str(engine.device), "evals": evals[i], "resumed": job.start > 0})
     return done
 
 
@@ -212,7 +217,7 @@ def _run_stack(engine, module, jobs: list, config: dict, rank: int):
 
     lead, tick, count = jobs[0], reporter(config, rank, jobs[0].steps), len(jobs)
     curves, tokens, evals = [[] for _ in jobs], [0] * count, [[] for _ in jobs]
-    for step in range(1, lead.steps + 1):
+    for step in range(lead.start + 1, lead.steps + 1):
         parts = [next(job.batches) for job in jobs]
         batch = {k: v.to(engine.device) for k, v in stack_batches(parts).items()}
         losses = engine(**batch)
@@ -225,6 +230,36 @@ def _run_stack(engine, module, jobs: list, config: dict, rank: int):
         if step in lead.eval_at:
             for i, job in enumerate(jobs):
                 module.write_back(i, job.model)
-                evals[i] += _evaluate(job.model, job, step, curves[i], tokens[i])
+                evals[i] += _evaluate(job.model, job, step, *job.so_far(curves[i], tokens[i]))
         tick(step)
     return curves, tokens, evals
+
+
+def _model_layout(tensor, transposed: bool):
+    return tensor.transpose(0, 1) if transposed else tensor
+
+
+def slice_state(optimizer, module, index: int, curve: list[float], tokens: int) -> dict:
+    """Job `index`'s state (`fsv.train.resume`): its slice of every stacked weight and of the
+    optimizer's per-weight tensors, in the model's layout."""
+    moments = []
+    for weight, transposed in zip(module.weights, module.transposed):
+        state = resume.per_weight(optimizer, weight)
+        moments.append({k: _model_layout(v[index], transposed) if getattr(v, "shape", None) == weight.shape else v
+                        for k, v in state.items()})
+    weights = [stacked[index] for stacked in module.stacked()]
+    return resume.job_state(module.names, weights, moments, curve, tokens)
+
+
+def resume_stack(optimizer, module, jobs: list) -> None:
+    """The optimizer's state of a stack whose jobs go on from saved states (their weights were
+    loaded into their models before the stack was built): each job's tensors stacked, as its weights."""
+    import torch
+
+    for name, weight, transposed in zip(module.names, module.weights, module.transposed):
+        per_job = [resume.optimizer_state(job.resume, name, weight) for job in jobs]
+        state = {k: torch.stack([_model_layout(s[k], transposed) for s in per_job]).contiguous()
+                 for k in per_job[0] if k != "step"}
+        if "step" in per_job[0]:
+            state["step"] = per_job[0]["step"]
+        optimizer.state[weight] = state

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from fsv.train import precision, stacked
+from fsv.train import precision, resume, stacked
 
 
 @dataclass
@@ -31,6 +31,7 @@ class TrainJob:
     tokens_per_batch: Callable[[dict], int] = lambda b: int(b["input_ids"].numel())
     lr_schedule: str = "constant"  # "cosine" (decay from the start) or "wsd" (hold, then linear decay)
     warmup: float = 0.0  # share of steps with a linear warm-up, for every schedule
+    warmup_steps: int | None = None  # the warm-up in steps instead (a run continued longer keeps its own)
     cooldown: float = 0.2  # share of steps of the linear decay that ends a "wsd" schedule
     # the loss of a step: objective(forward, batch), `forward(**inputs)` running the model being
     # trained (the engine, or a stack's job slice); None: the model's own loss on the batch's labels
@@ -40,6 +41,19 @@ class TrainJob:
     eval_at: tuple[int, ...] = ()  # steps after which `evaluate` runs: training lengths read from one run
     tags: dict = field(default_factory=dict)  # what the job is (task, n, seed): copied into each evaluation row
     save_at: tuple[int, ...] = ()  # steps at which `save` also keeps a checkpoint (`checkpoints/step<N>/`)
+    # a run that goes on from a saved state (`fsv.train.resume`): its weights are loaded and its first
+    # batches drawn; the optimizer's state is loaded into the engine, and steps start+1 .. steps train
+    resume: dict | None = None
+    keep_state: str | None = None  # where rank 0 saves the job's state after its last step (None: not kept)
+
+    @property
+    def start(self) -> int:
+        """Steps trained before this run (a saved state's)."""
+        return self.resume["steps"] if self.resume else 0
+
+    def so_far(self, curve: list[float], tokens: int) -> tuple[list[float], int]:
+        """The whole run's loss curve and tokens: the saved state's, then this run's."""
+        return ((self.resume["curve"] + curve, self.resume["tokens"] + tokens) if self.resume else (curve, tokens))
 
 
 def deepspeed_config(train: dict, micro_batch: int) -> dict:
@@ -79,8 +93,8 @@ def lr_factor(job: TrainJob, step: int) -> float:
     share of the steps."""
     import math
 
-    warm = max(1, int(job.warmup * job.steps))
-    ramp = min(1.0, (step + 1) / warm) if job.warmup else 1.0
+    warm = job.warmup_steps if job.warmup_steps is not None else max(1, int(job.warmup * job.steps)) if job.warmup else 0
+    ramp = min(1.0, (step + 1) / warm) if warm else 1.0
     if job.lr_schedule == "cosine":
         return ramp * 0.5 * (1 + math.cos(math.pi * min(step, job.steps) / job.steps))
     if job.lr_schedule == "wsd":
@@ -92,7 +106,7 @@ def lr_factor(job: TrainJob, step: int) -> float:
 def _schedule(optimizer, job: TrainJob):
     import torch
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(job, step))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(job, job.start + step))
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -123,7 +137,7 @@ def train_loop_per_worker(config: dict) -> None:
             "final_train_loss": sum(d["final_loss"] for d in done) / len(done),
             "train_tokens": sum(d["train_tokens"] for d in done), "train_s": train_s,
             "setup_s": time.time() - t_start - train_s, "import_s": t_imported - t_start, "build_s": build_s,
-            "engine_s": sum(d["engine_s"] for d in done),
+            "engine_s": sum(d["engine_s"] for d in done), "resumed_jobs": sum(d["resumed"] for d in done),
         }
         evals = [row for d in done for row in d["evals"]]
         if evals:  # a selection trial's curves: every job evaluated at each training length
@@ -179,21 +193,29 @@ def _train_one(job: TrainJob, config: dict, rank: int, world_size: int, out: str
     loaded = {**partition_stats(job.model), "build_rss_mb": _peak_rss_mb()}
     params = job.trainable() if job.trainable else [p for p in job.model.parameters() if p.requires_grad]
     optimizer = _optimizer(params, config["train"], config["lr"])
-    engine, optimizer, _, scheduler = deepspeed.initialize(
+    engine, _, _, scheduler = deepspeed.initialize(
         model=job.model, optimizer=optimizer, lr_scheduler=_schedule(optimizer, job),
         config=config["deepspeed"], dist_init_required=False,
     )
     skip_lone_allreduce(engine, config, world_size)
+    named = [(name, p) for name, p in job.model.named_parameters() if p.requires_grad]
+    if job.resume:
+        for name, p in named:
+            optimizer.state[p] = resume.optimizer_state(job.resume, name, p)
     t_first = time.time()
     snapshot = lambda step: _save(engine.module, job, config, rank, os.path.join(out, "checkpoints", f"step{step}"))  # noqa: E731
     curve, tokens, evals = _run_steps(engine, job, config, snapshot, rank)
     for row in evals:
         row["tokens"] *= world_size  # tokens of the whole run up to that length, all ranks
     train_s = time.time() - t_first - sum(e["eval_s"] for e in evals)
+    if job.keep_state and rank == 0:
+        resume.save(resume.job_state([n for n, _ in named], [p for _, p in named],
+                                     [resume.per_weight(optimizer, p) for _, p in named], *job.so_far(curve, tokens)),
+                    job.keep_state)
     _save(engine.module, job, config, rank, out, {"loss": curve, "train_s": train_s, "train_tokens": tokens * world_size, **loaded})
     return {"train_s": train_s, "engine_s": t_first - t_built, "train_tokens": tokens * world_size,
             "final_loss": curve[-1] if curve else float("nan"), "loaded": loaded, "device": str(engine.device),
-            "evals": evals}
+            "evals": evals, "resumed": job.start > 0}
 
 
 def skip_lone_allreduce(engine, config: dict, world_size: int) -> None:
@@ -232,7 +254,7 @@ def _run_steps(engine, job: TrainJob, config: dict, snapshot=None, rank: int = 0
 
     device, tick = engine.device, reporter(config, rank, job.steps)
     curve, tokens, evals = [], 0, []
-    for step, batch in zip(range(1, job.steps + 1), job.batches):
+    for step, batch in zip(range(job.start + 1, job.steps + 1), job.batches):
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         loss = job.objective(engine, batch) if job.objective else engine(**batch).loss
         engine.backward(loss)
@@ -242,7 +264,7 @@ def _run_steps(engine, job: TrainJob, config: dict, snapshot=None, rank: int = 0
         if step in job.save_at and snapshot is not None:
             snapshot(step)
         if step in job.eval_at and job.evaluate is not None:
-            evals += _evaluate(engine.module, job, step, curve, tokens)
+            evals += _evaluate(engine.module, job, step, *job.so_far(curve, tokens))
         tick(step)
     return curve, tokens, evals
 

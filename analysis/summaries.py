@@ -121,17 +121,22 @@ def variance_split(records, training, description, model_of) -> pd.DataFrame:
 
 
 def selection_table(selection: pd.DataFrame, training: pd.DataFrame) -> pd.DataFrame:
-    """One row per (select record, n in its val_curve): the best validation accuracy over lengths."""
+    """One row per (configuration, n in its val_curve): the best validation accuracy over every length
+    it ran. A longer run of a configuration (search.widen_steps) is a record of its own with the
+    lengths it added; it counts with its shorter run's, as the one run they are."""
     rows = []
     for record in selection.itertuples(index=False):
         lr = _lr(record.hparams)
         for n, accuracy in _validation_by_n(record.val_curve, record.n).items():
             if lr is not None and np.isfinite(accuracy):
                 rows.append({"regime": record.regime, "model": record.instance, "n": n, "seed": record.seed,
-                             "lr": lr, "val_accuracy": accuracy})
+                             "lr": lr, "val_accuracy": accuracy, "configuration": str(record.hparams)})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    keys = ["regime", "model", "n", "seed", "configuration"]
+    frame = frame.groupby(keys, dropna=False, sort=False).agg(lr=("lr", "first"), val_accuracy=("val_accuracy", "max"))
+    frame = frame.reset_index().drop(columns="configuration")
     chosen = training.assign(lr=training["hparams"].map(_lr)).dropna(subset=["lr"])
     chosen = chosen.groupby(["regime", "instance"])["lr"].agg(lambda v: v.mode().iloc[0]).to_dict()
     frame["chosen"] = [chosen.get((r, m)) == lr for r, m, lr in zip(frame["regime"], frame["model"], frame["lr"])]

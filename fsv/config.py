@@ -185,7 +185,8 @@ class TrainingRegime(Strict):
     lr: Space = Field([1e-3], description="learning rates searched (a list, or {low, high} for random / optuna)")
     weight_decay: Space = Field([0.0], description="AdamW weight decay values searched")
     warmup: float = Field(0.1, ge=0, lt=1, description="share of the longest run with a linear warm-up; the "
-                          "rate is then constant, so every length read from the run is a run of that length")
+                          "rate is then constant, so every length read from the run is a run of that length (a run "
+                          "continued longer by search.widen_steps keeps its warm-up in steps)")
     seeds: list[int] | None = Field(None, min_length=1, description="this regime's seeds (default: the study's)")
 
     _n = field_validator("n")(classmethod(lambda cls, v: _unique_positive(v, 1)))
@@ -278,8 +279,8 @@ class SearchSection(Strict):
     widen: int = Field(1, ge=0, le=4, description="rounds of widening: a selection on the edge of a learning-rate "
                        "list adds the next value beyond it (x3) and runs again (grid only)")
     widen_steps: int = Field(0, ge=0, le=4, description="rounds of widening the training length: a selection at "
-                             "the longest length its trial ran runs that configuration again, twice as long, for the "
-                             "n levels whose choice sat there (grid only)")
+                             "the longest length its trial ran continues that run to twice its length, for the n levels "
+                             "whose choice sat there, from the trial's saved state (grid only)")
 
     @model_validator(mode="after")
     def _samples_fit_method(self):

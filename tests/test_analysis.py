@@ -597,3 +597,21 @@ def test_choices_at_an_end_of_their_search_are_counted_and_reported(tmp_path):
     assert "## Did each search contain its choice?" in report
     assert f"{longest} of its {len(sft)} scored cells chose the longest length searched" in report
     assert f"instruction_tuning: 0 of {len(scored('instruction_tuning'))} scored cells chose the longest" in report
+
+
+def test_a_longer_run_counts_with_its_shorter_run_as_one_configuration():
+    """A configuration's longer run (its own select record, with the lengths it added) and its
+    shorter run are one point of the validation curve: the best over every length either ran."""
+    from analysis.summaries import selection_table
+
+    def record(hparams: dict, curve: dict) -> dict:
+        return {"regime": "sft", "instance": "world-s/p0/final", "n": None, "seed": None,
+                "hparams": json.dumps(hparams, sort_keys=True), "val_curve": json.dumps(curve)}
+
+    short, other = {"lr": 1e-3, "weight_decay": 0.0}, {"lr": 3e-3, "weight_decay": 0.0}
+    selection = pd.DataFrame([record(short, {"1": {"4": 0.5, "8": 0.6}, "2": {"4": 0.7, "8": 0.65}}),
+                              record(short, {"1": {"16": 0.8}}),  # its longer run, for n = 1 only
+                              record(other, {"1": {"4": 0.4, "8": 0.45}, "2": {"4": 0.5, "8": 0.55}})])
+    training = pd.DataFrame({"regime": ["sft"], "instance": ["world-s/p0/final"], "hparams": [json.dumps({**short, "steps": 16})]})
+    table = selection_table(selection, training).set_index(["lr", "n"])["val_accuracy"].to_dict()
+    assert table == {(1e-3, 1.0): 0.8, (1e-3, 2.0): 0.7, (3e-3, 1.0): 0.45, (3e-3, 2.0): 0.55}

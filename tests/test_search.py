@@ -252,3 +252,25 @@ def test_a_selection_record_keeps_its_evaluation_seconds_out_of_its_curves():
     assert all("eval_s" not in r for r in json.loads(fields["curves"]))
     assert fields["eval_s"] == 0.75
     assert json.loads(fields["val_curve"]) == {"2": {"4": 0.5, "8": 0.75}} and fields["accuracy"] == 0.75
+
+
+def test_only_levels_whose_own_best_lies_at_the_end_may_go_on(tmp_path):
+    """A trial's level can be chosen at its longest length only where that length beats its shorter
+    ones on some validation set (ties go to the shorter); the states of the other levels are removed."""
+    from fsv.search.select import may_go_on
+    from fsv.train.resume import keep_levels
+
+    def rows(n, accs_f0, accs_f1):  # a fold's rows validate the other fold's choice
+        return [{"n": n, "seed": 0, "fold": fold, "split": "test", "task": f"t{fold}", "steps": L, "accuracy": a}
+                for fold, accs in (("f0", accs_f0), ("f1", accs_f1)) for L, a in zip((4, 8), accs)]
+
+    trial = rows(1, (0.5, 0.6), (0.5, 0.4)) + rows(2, (0.6, 0.6), (0.7, 0.5)) + rows(4, (0.6, 0.5), (0.4, 0.45))
+    assert may_go_on(trial) == {1, 4}  # n = 2: a tie and a loss at 8 steps
+    text = [{"n": 1, "seed": 0, "split": split, "task": "t", "steps": L, "accuracy": a}
+            for split, L, a in (("dev", 4, 0.5), ("dev", 8, 0.6), ("test", 4, 0.9), ("test", 8, 0.1))]
+    assert may_go_on(text) == {1}  # a text task: its dev split alone decides
+    for name in ("n1-s0-t", "n2-s0-t", "n16-s0-t"):
+        (tmp_path / f"{name}.pt").write_bytes(b"")
+    assert keep_levels(str(tmp_path), {1, 16}) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n1-s0-t.pt", "n16-s0-t.pt"]
+    assert keep_levels(str(tmp_path / "absent"), set()) == 0

@@ -178,6 +178,11 @@ def train_cell(cell: dict, ctx, job: str | None = None, loop: str | None = None,
     metrics = fit(config, ctx.train_storage, f"{cell['cell_id']}-{ctx.attempt}", out)
     metrics["fit_s"] = time.time() - t0
     metrics["trained_dir"] = str(out)
+    if cell.get("keep_state") and metrics.get("evals"):  # only a level whose best lay at the end may go on
+        from fsv.search.select import may_go_on
+        from fsv.train import resume
+
+        resume.keep_levels(config["state_out"], may_go_on(json.loads(metrics["evals"])))
     return metrics
 
 

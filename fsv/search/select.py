@@ -165,6 +165,26 @@ def longer_runs(done: list[tuple[dict, Trial]], choices: list[tuple[Trial, int, 
     return new
 
 
+def may_go_on(rows: list[dict]) -> set[int]:
+    """The n levels of one trial's rows whose longest length is its best on some validation set (a
+    fold's, or the dev split): only those can be chosen at the longest length, so only they may be
+    run longer (`longer_runs`). Ties go to the shorter length, as `choose` breaks them."""
+    folds = {r.get("fold") for r in rows} if any(r.get("fold") is not None for r in rows) else {None}
+    longest = max(r["steps"] for r in rows)
+    out = set()
+    for fold in folds:
+        by_level: dict[int, dict[int, list[float]]] = {}
+        for r in rows:
+            if is_validation(r, fold):
+                by_level.setdefault(r["n"], {}).setdefault(r["steps"], []).append(r["accuracy"])
+        for n, by_length in by_level.items():
+            means = {length: float(np.mean(accs)) for length, accs in by_length.items()}
+            shorter = [acc for length, acc in means.items() if length != longest]
+            if longest in means and all(means[longest] > acc for acc in shorter):
+                out.add(n)
+    return out
+
+
 def doublings(lengths: list[int], listed: list[int]) -> int:
     """How many times a run's length was doubled beyond the study's own lengths."""
     return sum(L > max(listed) for L in lengths)

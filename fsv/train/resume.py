@@ -13,8 +13,10 @@ trainable weights and every per-weight tensor of the optimizer's state (AdamW's 
 momentum), each in the model's own layout and by parameter name; the optimizer's step count; the
 loss curve and the tokens trained so far (a row's `train_loss` reads the last tenth of the whole
 curve, its `tokens` the whole run's). A state folder lives in the study's storage (a folder, `s3://`
-or `gs://`) beside the records, so a worker on any node reads it; it is removed once its training
-group is measured (study/selection.py).
+or `gs://`) beside the records, so a worker on any node reads it. Right after its trial, the states
+of the n levels whose longest length was not their own best on any validation set are removed
+(`keep_levels`, `fsv.search.select.may_go_on`: no longer run can start from them); the rest once
+their training group is measured (study/selection.py).
 
 Why by hand: DeepSpeed's `save_checkpoint` keeps one engine's state, but a stack (`fsv.train.stacked`)
 holds many jobs in one engine, and a longer run trains only some of them (the n levels whose choice
@@ -146,3 +148,23 @@ def go_on(job, config: dict) -> dict | None:
     for _ in range(state["steps"]):  # the stream of batches as the shorter run left it
         next(job.batches)
     return state
+
+
+def keep_levels(state_dir: str, levels: set[int]) -> int:
+    """Remove the saved states of the jobs outside `levels` (job names start `n<level>-`): a level
+    that cannot be run longer need not hold its disk until its group is measured. Returns how many
+    were removed."""
+    from pyarrow.fs import FileSelector, FileType
+
+    from fsv.records import _fs
+
+    filesystem, base = _fs(state_dir)
+    if filesystem.get_file_info(base).type != FileType.Directory:
+        return 0
+    removed = 0
+    for info in filesystem.get_file_info(FileSelector(base)):
+        level = info.base_name.split("-", 1)[0]
+        if info.base_name.endswith(STATE) and level[1:].isdigit() and int(level[1:]) not in levels:
+            filesystem.delete_file(info.path)
+            removed += 1
+    return removed

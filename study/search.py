@@ -21,7 +21,7 @@ import numpy as np
 from fsv.config import StudyConfig
 from fsv.grid import cell_id
 from fsv.records import read_records, write_record
-from fsv.search.select import is_validation
+from fsv.search.select import validation_means
 from fsv.search.space import tune_space
 
 METRIC = "val_accuracy"
@@ -44,11 +44,8 @@ def recorded(records, plan: dict) -> list[tuple[dict, float]]:
 
 def validation_score(rows: list[dict], fold: str | None) -> float:
     """Mean over the n levels measured of the best length's mean validation accuracy."""
-    by_n: dict[int, dict[int, list[float]]] = {}
-    for r in rows:
-        if is_validation(r, fold):
-            by_n.setdefault(r["n"], {}).setdefault(r["steps"], []).append(r["accuracy"])
-    return float(np.mean([max(np.mean(v) for v in by_len.values()) for by_len in by_n.values()])) if by_n else 0.0
+    by_n = validation_means(rows, fold)
+    return float(np.mean([max(by_len.values()) for by_len in by_n.values()])) if by_n else 0.0
 
 
 def pending(root: str, cells: list[dict], records=None) -> list[dict]:

@@ -173,16 +173,20 @@ def may_go_on(rows: list[dict]) -> set[int]:
     longest = max(r["steps"] for r in rows)
     out = set()
     for fold in folds:
-        by_level: dict[int, dict[int, list[float]]] = {}
-        for r in rows:
-            if is_validation(r, fold):
-                by_level.setdefault(r["n"], {}).setdefault(r["steps"], []).append(r["accuracy"])
-        for n, by_length in by_level.items():
-            means = {length: float(np.mean(accs)) for length, accs in by_length.items()}
+        for n, means in validation_means(rows, fold).items():
             shorter = [acc for length, acc in means.items() if length != longest]
             if longest in means and all(means[longest] > acc for acc in shorter):
                 out.add(n)
     return out
+
+
+def validation_means(rows: list[dict], fold: str | None) -> dict[int, dict[int, float]]:
+    """{n: {length: mean validation accuracy}} of one trial's rows, for a scored fold (or text's dev split)."""
+    by_n: dict[int, dict[int, list[float]]] = {}
+    for r in rows:
+        if is_validation(r, fold):
+            by_n.setdefault(r["n"], {}).setdefault(r["steps"], []).append(r["accuracy"])
+    return {n: {length: float(np.mean(accs)) for length, accs in by_len.items()} for n, by_len in by_n.items()}
 
 
 def doublings(lengths: list[int], listed: list[int]) -> int:
@@ -193,10 +197,11 @@ def doublings(lengths: list[int], listed: list[int]) -> int:
 def warmup_steps(settings: dict) -> int:
     """A run's warm-up in steps: set (a longer run keeps its shorter run's), else its share of the
     longest length (`fsv.train.worker.lr_factor`'s rule)."""
+    from fsv.train.worker import warmup_length
+
     if settings.get("warmup_steps") is not None:
         return int(settings["warmup_steps"])
-    share = settings.get("warmup", 0.0)
-    return max(1, int(share * max(settings["steps"]))) if share else 0
+    return warmup_length(settings.get("warmup", 0.0), max(settings["steps"]))
 
 
 def _run_key(cell: dict) -> str:

@@ -93,7 +93,7 @@ def lr_factor(job: TrainJob, step: int) -> float:
     share of the steps."""
     import math
 
-    warm = job.warmup_steps if job.warmup_steps is not None else max(1, int(job.warmup * job.steps)) if job.warmup else 0
+    warm = job.warmup_steps if job.warmup_steps is not None else warmup_length(job.warmup, job.steps)
     ramp = min(1.0, (step + 1) / warm) if warm else 1.0
     if job.lr_schedule == "cosine":
         return ramp * 0.5 * (1 + math.cos(math.pi * min(step, job.steps) / job.steps))
@@ -101,6 +101,11 @@ def lr_factor(job: TrainJob, step: int) -> float:
         decay_from = job.steps * (1 - job.cooldown)
         return ramp * min(1.0, max(0.0, (job.steps - step) / (job.steps - decay_from)))
     return ramp
+
+
+def warmup_length(share: float, steps: int) -> int:
+    """Steps of a linear warm-up over `share` of a run of `steps` (at least one where there is one)."""
+    return max(1, int(share * steps)) if share else 0
 
 
 def _schedule(optimizer, job: TrainJob):

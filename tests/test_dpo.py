@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_stacked import config_for, world_model  # noqa: F401  (a fixture)
+from test_stacked import config_for
 
 pytestmark = pytest.mark.usefixtures("process_group")
 

@@ -289,6 +289,9 @@ class SearchSection(Strict):
                              "accepted: leave samples out, or method random | optuna")
         if self.method != "grid" and self.samples is None:
             raise ValueError(f"method {self.method!r} needs samples (configurations per search); accepted: an integer >= 1")
+        if self.method != "grid" and self.widen_steps:
+            raise ValueError(f"widen_steps: {self.widen_steps} with method {self.method!r} (a longer run continues a grid "
+                             "trial's saved run); accepted: widen_steps 0, or method grid")
         return self
 
 

@@ -72,6 +72,7 @@ BAD = [
     (("search.scheduler", "hyperband"), ["search.scheduler", "hyperband", "none", "asha"]),
     (("search", {"method": "grid", "samples": 8}), ["search", "samples", "grid"]),
     (("search", {"method": "optuna"}), ["search", "optuna", "needs samples"]),
+    (("search", {"method": "optuna", "samples": 4, "widen_steps": 1}), ["search", "widen_steps: 1", "optuna", "method grid"]),
     (("pretrain", {"steps": 100, "checkpoints": [50, 100]}), ["pretrain.checkpoints", "100", "steps 1..99"]),
     (("pretrain", {"steps": 100, "checkpoints": [0]}), ["pretrain.checkpoints", ">= 1"]),
     (("regimes.sft", {"n": [4], "lr": {"low": 1e-4}}), ["regimes.sft.lr", "high", "required"]),

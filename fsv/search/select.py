@@ -43,12 +43,8 @@ def choose(trials: list[Trial], n: int, fold: str | None) -> tuple[Trial, int, f
     the validation tasks and training seeds; reads validation rows only."""
     best = None
     for trial in trials:
-        by_length: dict[int, list[float]] = {}
-        for row in trial.rows:
-            if row["n"] == n and is_validation(row, fold):
-                by_length.setdefault(row["steps"], []).append(row["accuracy"])
-        for length, accs in by_length.items():
-            key = (float(np.mean(accs)), -trial.hparams.get("lr", 0.0), -length, trial.cell_id)
+        for length, acc in validation_means(trial.rows, fold).get(n, {}).items():
+            key = (acc, -trial.hparams.get("lr", 0.0), -length, trial.cell_id)
             if best is None or key > best[0]:
                 best = (key, trial, length)
     if best is None:
@@ -169,10 +165,9 @@ def may_go_on(rows: list[dict]) -> set[int]:
     """The n levels of one trial's rows whose longest length is its best on some validation set (a
     fold's, or the dev split): only those can be chosen at the longest length, so only they may be
     run longer (`longer_runs`). Ties go to the shorter length, as `choose` breaks them."""
-    folds = {r.get("fold") for r in rows} if any(r.get("fold") is not None for r in rows) else {None}
     longest = max(r["steps"] for r in rows)
     out = set()
-    for fold in folds:
+    for fold in {r.get("fold") for r in rows}:  # the world's folds, or None: text's dev split
         for n, means in validation_means(rows, fold).items():
             shorter = [acc for length, acc in means.items() if length != longest]
             if longest in means and all(means[longest] > acc for acc in shorter):
